@@ -1,0 +1,39 @@
+# prodclass — `make` lists the targets. Everything runs from the project's own virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Test PostgreSQL server (trust auth on loopback); tests that need it skip with a reason if unset.
+export PRODCLASS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint format bench clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+install: $(BIN)/.installed ## Create the virtualenv and install pinned dependencies
+
+demo: install ## Run the main job on the sample data (ingest → … → register), cached
+	$(BIN)/prodclass pipeline run
+
+test: install ## Lint and run the test suite
+	$(BIN)/ruff check src tests bench
+	$(BIN)/pytest
+
+lint: install ## Lint only
+	$(BIN)/ruff check src tests bench
+
+format: install ## Format the code
+	$(BIN)/ruff format src tests bench
+
+clean: ## Remove pipeline outputs and embedded state (keeps the virtualenv)
+	rm -rf state data/prepared data/snapshot.json models/candidate reports/*.json dvc.lock

@@ -1,0 +1,1 @@
+"""The `prodclass` command line: thin commands over the library's functions."""

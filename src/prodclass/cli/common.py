@@ -1,0 +1,57 @@
+"""Helpers shared by the CLI commands: settings, error reporting, JSON output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from prodclass.data.validate import DataValidationError
+from prodclass.models.registry import UnknownFamilyError
+from prodclass.params import ParamsError
+from prodclass.registry.model_registry import RegistryError
+from prodclass.settings import Settings, get_settings
+
+console = Console(stderr=True)
+
+# Errors a user can fix: shown as one sentence, exit code 1, no traceback.
+USER_ERRORS = (
+    DataValidationError,
+    ParamsError,
+    RegistryError,
+    UnknownFamilyError,
+    FileNotFoundError,
+    ValueError,
+)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except USER_ERRORS as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def data_dir_or_default(data: Path | None) -> Path:
+    return data if data is not None else settings().data_dir
+
+
+def write_json(payload: dict[str, Any], path: Path | None) -> None:
+    """Write to ``path`` or print to stdout."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False)
+    if path is None:
+        typer.echo(text)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")

@@ -1,0 +1,125 @@
+"""Entry point of the `prodclass` command."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prodclass.cli import data as data_cli
+from prodclass.cli import models as models_cli
+from prodclass.cli import pipeline as pipeline_cli
+from prodclass.cli.common import console, data_dir_or_default, settings, user_errors, write_json
+
+app = typer.Typer(
+    help="prodclass: classify Rakuten catalogue products into their 27 product-type codes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cli.app, name="data")
+app.add_typer(models_cli.app, name="models")
+app.add_typer(pipeline_cli.app, name="pipeline")
+
+
+@app.callback()
+def _configure() -> None:
+    from prodclass.logging_setup import configure_logging
+
+    configure_logging(settings().log_level)
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path | None, typer.Option(help="Raw challenge folder (prepared on the fly).")
+    ] = None,
+    prepared: Annotated[
+        Path | None, typer.Option(help="Prepared folder from `data prepare`.")
+    ] = None,
+    model_family: Annotated[
+        str | None, typer.Option(help="Model family (default from params).")
+    ] = None,
+    params: Annotated[
+        Path | None, typer.Option(help="params.yaml (default: PRODCLASS_PARAMS_FILE).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where to save the trained model folder.")] = Path(
+        "models/candidate"
+    ),
+    report: Annotated[
+        Path | None, typer.Option(help="Write the training summary JSON here.")
+    ] = None,
+) -> None:
+    """Train a model family, log it to MLflow (params, metrics, model) and save it."""
+    from prodclass.data.prepare import SplitParams
+    from prodclass.data.prepare import prepare as prepare_data
+    from prodclass.data.validate import validate
+    from prodclass.params import load_params
+    from prodclass.training.train import train_model
+
+    with user_errors():
+        pipeline_params = load_params(params or settings().params_file)
+        family = model_family or pipeline_params.train.model_family
+        with tempfile.TemporaryDirectory() as tmp:
+            prepared_dir = prepared
+            if prepared_dir is None:
+                split = pipeline_params.split
+                validated = validate(
+                    data_dir_or_default(data), workers=settings().image_check_workers
+                )
+                prepared_dir = Path(tmp) / "prepared"
+                prepare_data(
+                    validated,
+                    prepared_dir,
+                    SplitParams(split.val_size, split.test_size, split.seed),
+                )
+            result = train_model(
+                prepared_dir, family, pipeline_params.family_params(family), settings(), out
+            )
+    if report is not None:
+        result.write(report)
+    console.print(
+        f"MLflow run {result.run_id} ({result.tracking_uri}); model saved to {out}; "
+        f"validation weighted F1 {result.validation['weighted_f1']}"
+    )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        str, typer.Option(help="Model URI: models:/prodclass@champion, runs:/…, or a folder.")
+    ],
+    data: Annotated[
+        Path | None, typer.Option(help="Challenge folder: every labelled row is scored.")
+    ] = None,
+    prepared: Annotated[
+        Path | None, typer.Option(help="Prepared folder: score one split instead.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split of --prepared to score.")] = "test",
+    train_report: Annotated[
+        Path | None, typer.Option(help="Log the report to the MLflow run of this training.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the JSON report here (else stdout).")
+    ] = None,
+) -> None:
+    """Score labelled products: accuracy, weighted/macro F1, per class and per modality."""
+    from prodclass.registry.tracking import configure_mlflow
+    from prodclass.training.evaluate import evaluate_data_dir, evaluate_prepared
+    from prodclass.training.train import TrainResult
+
+    with user_errors():
+        configure_mlflow(settings())
+        if prepared is not None:
+            run_id = TrainResult.read(train_report).run_id if train_report else None
+            report = evaluate_prepared(prepared, split, model, run_id)
+        else:
+            report = evaluate_data_dir(
+                data_dir_or_default(data), model, settings().image_check_workers
+            )
+    write_json(report, out)
+    console.print(
+        f"n={report['n']} accuracy={report['accuracy']} weighted_f1={report['weighted_f1']} "
+        f"macro_f1={report['macro_f1']}" + (f" -> {out}" if out else "")
+    )

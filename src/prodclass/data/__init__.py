@@ -1,0 +1,1 @@
+"""Data layer: the challenge layout, validation, cleaning, splits and lazy loading."""

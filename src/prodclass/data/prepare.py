@@ -1,0 +1,78 @@
+"""Prepare: validated products + cleaned text + split manifest, written to a folder.
+
+The prepared folder is what training and evaluation read (and what DVC versions):
+``products.csv`` (one row per accepted product, with its split) and ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from prodclass.data.split import SPLITS, stratified_split
+from prodclass.data.validate import ValidatedData
+
+log = logging.getLogger(__name__)
+
+PRODUCTS_FILE = "products.csv"
+META_FILE = "meta.json"
+MANIFEST_COLUMNS = ["productid", "imageid", "label", "modality", "split", "text", "image"]
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    val_size: float = 0.15
+    test_size: float = 0.15
+    seed: int = 42
+
+
+def prepare(validated: ValidatedData, out_dir: Path, params: SplitParams) -> dict[str, object]:
+    """Write the prepared folder; return its metadata (counts per split and modality)."""
+    products = validated.products.copy()
+    products["split"] = stratified_split(products, params.val_size, params.test_size, params.seed)
+    products["image"] = [Path(p).name if p else "" for p in products["image_path"]]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = products[MANIFEST_COLUMNS]
+    manifest.to_csv(out_dir / PRODUCTS_FILE, index=True)
+    image_dirs = {Path(p).parent for p in products["image_path"] if p}
+    meta = {
+        "data_dir": validated.report.data_dir,
+        "image_dir": str(next(iter(image_dirs))) if image_dirs else "",
+        "split_params": params.__dict__,
+        "n_products": len(products),
+        "n_rejected": validated.report.n_rejected,
+        "splits": {s: int((products["split"] == s).sum()) for s in SPLITS},
+        "modalities_by_split": {
+            s: products.loc[products["split"] == s, "modality"].value_counts().to_dict()
+            for s in SPLITS
+        },
+        "manifest_sha256": hashlib.sha256((out_dir / PRODUCTS_FILE).read_bytes()).hexdigest(),
+    }
+    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    log.info("prepared %d products into %s: %s", len(products), out_dir, meta["splits"])
+    return meta
+
+
+def load_prepared(prepared_dir: Path, split: str | None = None) -> pd.DataFrame:
+    """Read a prepared folder back, with absolute ``image_path`` ('' when there is no photo)."""
+    meta = json.loads((prepared_dir / META_FILE).read_text())
+    products = pd.read_csv(
+        prepared_dir / PRODUCTS_FILE,
+        index_col=0,
+        dtype={"productid": str, "imageid": str},
+        keep_default_na=False,
+    )
+    products.index = products.index.astype(str)
+    products["text"] = products["text"].astype(str)
+    image_dir = Path(meta["image_dir"])
+    products["image_path"] = [str(image_dir / name) if name else "" for name in products["image"]]
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        products = products[products["split"] == split]
+    return products

@@ -1,0 +1,79 @@
+"""The interface every model family implements, and the self-describing artifact format.
+
+A model folder holds ``model.json`` (family, hyper-parameters, class order, versions) plus the
+family's own files, so a model loads from its folder alone, whoever trained it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+import prodclass
+
+MODEL_CARD = "model.json"
+
+
+class FamilyParams(BaseModel):
+    """Base of each family's hyper-parameters: unknown keys and wrong types are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProductClassifier(ABC):
+    """Predicts the 27-way prdtypecode distribution from a frame of products.
+
+    Input frames carry ``text`` (already cleaned by ``prodclass.data.text.product_text``, may be
+    empty) and ``image_path`` (may be empty); families use what they can.
+    """
+
+    family: ClassVar[str]
+    Params: ClassVar[type[FamilyParams]]
+
+    def __init__(self, params: FamilyParams, classes: list[int] | None = None) -> None:
+        self.params = params
+        self.classes_: np.ndarray = np.asarray(classes or [], dtype=np.int64)
+
+    @abstractmethod
+    def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> dict[str, Any]:
+        """Fit on labelled products; return training facts worth logging."""
+
+    @abstractmethod
+    def predict_proba(self, products: pd.DataFrame) -> np.ndarray:
+        """(N, n_classes) probabilities, columns in ``self.classes_`` order."""
+
+    @abstractmethod
+    def _save_files(self, path: Path) -> None: ...
+
+    @abstractmethod
+    def _load_files(self, path: Path) -> None: ...
+
+    def predict(self, products: pd.DataFrame) -> np.ndarray:
+        return self.classes_[self.predict_proba(products).argmax(axis=1)]
+
+    def save(self, path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        self._save_files(path)
+        card = {
+            "family": self.family,
+            "params": self.params.model_dump(),
+            "classes": [int(c) for c in self.classes_],
+            "prodclass_version": prodclass.__version__,
+            "python": platform.python_version(),
+        }
+        (path / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> ProductClassifier:
+        card = json.loads((path / MODEL_CARD).read_text())
+        model = cls(cls.Params(**card["params"]), classes=card["classes"])
+        model._load_files(path)
+        return model

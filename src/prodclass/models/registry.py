@@ -1,0 +1,47 @@
+"""Factory of model families: a name in params.yaml picks the class.
+
+Families are imported lazily so that, for example, the TF-IDF model never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from prodclass.models.base import MODEL_CARD, ProductClassifier
+
+# family name -> "module:Class"
+FAMILIES: dict[str, str] = {
+    "tfidf-linear": "prodclass.models.tfidf_linear:TfidfLinearClassifier",
+}
+
+
+class UnknownFamilyError(ValueError):
+    pass
+
+
+def family_class(name: str) -> type[ProductClassifier]:
+    try:
+        target = FAMILIES[name]
+    except KeyError:
+        known = ", ".join(sorted(FAMILIES))
+        raise UnknownFamilyError(f"unknown model family {name!r}; known: {known}") from None
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def create(name: str, params: dict[str, Any] | None = None) -> ProductClassifier:
+    """A new, untrained model of family ``name``; params are validated by the family."""
+    cls = family_class(name)
+    return cls(cls.Params(**(params or {})))
+
+
+def load_model_dir(path: Path) -> ProductClassifier:
+    """Load a saved model folder, whatever its family."""
+    card_path = Path(path) / MODEL_CARD
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{path} is not a prodclass model folder (no {MODEL_CARD})")
+    family = json.loads(card_path.read_text())["family"]
+    return family_class(family).load(Path(path))

@@ -1,0 +1,1 @@
+"""Pipelines: the DVC stage graph (dvc.yaml) and how to run it."""

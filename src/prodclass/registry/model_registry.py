@@ -1,0 +1,181 @@
+"""The model registry: log, register, compare, promote and roll back (MLflow aliases).
+
+The ``champion`` alias is what serving loads. Every move of it is pushed on a history kept as a
+registered-model tag, so ``rollback`` restores the previous champion in one step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from prodclass.models.base import MODEL_CARD, ProductClassifier
+from prodclass.models.registry import load_model_dir
+from prodclass.registry.pyfunc import MODEL_DIR_ARTIFACT, ProdclassPyfunc
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+HISTORY_TAG = "champion_history"
+METRIC_TAGS = ("weighted_f1", "macro_f1", "accuracy")
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done; the message says why."""
+
+
+def log_model(classifier: ProductClassifier, model_dir: Path, example: pd.DataFrame) -> str:
+    """Log a saved model folder as a pyfunc model of the active run; return its model URI."""
+    wrapper = ProdclassPyfunc()
+    wrapper.classifier = classifier
+    from prodclass.data.products import products_from_fields
+
+    output = pd.DataFrame(
+        {"prdtypecode": classifier.predict(products_from_fields(example)), "probability": 1.0}
+    )
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=ProdclassPyfunc(),
+        artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
+        signature=infer_signature(example, output),
+        input_example=example,
+    )
+    return info.model_uri
+
+
+def load_classifier(uri: str) -> ProductClassifier:
+    """Load a classifier from a folder, ``runs:/…``, ``models:/name@alias`` or ``/version``."""
+    path = Path(uri)
+    if (path / MODEL_CARD).is_file():
+        return load_model_dir(path)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except MlflowException as exc:
+        raise RegistryError(f"cannot load model {uri}: {exc.message}") from exc
+    # pyfunc keeps an artifact folder under artifacts/<folder name>; a plain folder URI is direct
+    cards = [local / MODEL_CARD, *sorted(local.glob(f"artifacts/*/{MODEL_CARD}"))]
+    for card in cards:
+        if card.is_file():
+            return load_model_dir(card.parent)
+    raise RegistryError(f"{uri} is not a prodclass model (no {MODEL_CARD} in its artifacts)")
+
+
+def register(model_uri: str, name: str, metrics: dict[str, Any], extra_tags: dict[str, str]) -> str:
+    """Register a logged model as a new version, tagged with its test metrics; return version."""
+    version = mlflow.register_model(model_uri, name).version
+    client = MlflowClient()
+    for key in METRIC_TAGS:
+        if metrics.get(key) is not None:
+            client.set_model_version_tag(name, version, key, str(metrics[key]))
+    for key, value in extra_tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return str(version)
+
+
+def champion_version(name: str) -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def _history(client: MlflowClient, name: str) -> list[str]:
+    tags = client.get_registered_model(name).tags
+    return list(json.loads(tags.get(HISTORY_TAG, "[]")))
+
+
+def promote(name: str, version: str) -> str | None:
+    """Make ``version`` the champion; return the previous champion (or None)."""
+    client = MlflowClient()
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise RegistryError(f"model {name} has no version {version}") from None
+    previous = champion_version(name)
+    if previous == str(version):
+        return previous
+    history = _history(client, name)
+    if previous is not None and (not history or history[-1] != previous):
+        history.append(previous)
+    history.append(str(version))
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    log.info("model %s version %s is now %s (was %s)", name, version, CHAMPION, previous)
+    return previous
+
+
+def rollback(name: str) -> tuple[str, str]:
+    """Give the champion alias back to the previous champion; return (from, to)."""
+    client = MlflowClient()
+    try:
+        history = _history(client, name)
+    except MlflowException:
+        raise RegistryError(f"no registered model named {name}") from None
+    current = champion_version(name)
+    if current is None or len(history) < 2:
+        raise RegistryError(f"model {name} has no previous champion to roll back to")
+    history.pop()
+    target = history[-1]
+    client.set_registered_model_alias(name, CHAMPION, target)
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    return current, target
+
+
+def list_versions(name: str) -> list[dict[str, Any]]:
+    """Versions newest first, with aliases and metric tags."""
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+        # search results leave aliases empty; the registered model knows them
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException:
+        return []
+    rows = []
+    for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        rows.append(
+            {
+                "version": str(mv.version),
+                "aliases": sorted(a for a, v in aliases.items() if str(v) == str(mv.version)),
+                "run_id": mv.run_id,
+                "family": mv.tags.get("family", ""),
+                **{k: mv.tags.get(k) for k in METRIC_TAGS},
+                "created": mv.creation_timestamp,
+            }
+        )
+    return rows
+
+
+@dataclass
+class PromotionDecision:
+    version: str
+    promoted: bool
+    previous_champion: str | None
+    candidate_weighted_f1: float
+    champion_weighted_f1: float | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide_promotion(
+    candidate_f1: float, champion_f1: float | None, min_improvement: float
+) -> tuple[bool, str]:
+    """Promote when there is no champion, or the candidate beats it by the margin."""
+    if champion_f1 is None:
+        return True, "no champion yet"
+    if candidate_f1 > champion_f1 + min_improvement:
+        return True, f"weighted F1 {candidate_f1:.4f} beats champion {champion_f1:.4f}"
+    return False, (
+        f"weighted F1 {candidate_f1:.4f} does not beat champion {champion_f1:.4f}"
+        f" by more than {min_improvement}"
+    )

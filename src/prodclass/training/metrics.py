@@ -1,0 +1,51 @@
+"""Classification metrics in the one shape every report uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+from prodclass.data import taxonomy
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """n, accuracy, weighted/macro F1 and per-class precision/recall/F1/support.
+
+    Per-class entries cover the 27 taxonomy codes (support 0 where a code is absent), so
+    reports from different data sets line up.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if len(y_true) == 0:
+        return {"n": 0, "accuracy": None, "weighted_f1": None, "macro_f1": None, "per_class": {}}
+    present = sorted(set(y_true.tolist()))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(taxonomy.CODES), zero_division=0
+    )
+    per_class = {
+        str(code): {
+            "name": taxonomy.name(code),
+            "precision": round(float(p), 4),
+            "recall": round(float(r), 4),
+            "f1": round(float(f), 4),
+            "support": int(s),
+        }
+        for code, p, r, f, s in zip(taxonomy.CODES, precision, recall, f1, support)
+    }
+    return {
+        "n": int(len(y_true)),
+        "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
+        "weighted_f1": round(float(f1_score(y_true, y_pred, average="weighted")), 4),
+        # macro over the classes present in y_true, so a subset is not penalised for absent ones
+        "macro_f1": round(
+            float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)), 4
+        ),
+        "per_class": per_class,
+    }
+
+
+def summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a metrics dict (no per-class detail)."""
+    return {k: metrics[k] for k in ("n", "accuracy", "weighted_f1", "macro_f1")}

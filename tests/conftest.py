@@ -1,0 +1,91 @@
+"""Shared fixtures: the real sample, corrupted copies of it, isolated settings and state."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from prodclass.data.layout import X_TEST, X_TRAIN, Y_TRAIN, ChallengeLayout
+from prodclass.settings import get_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def sample_dir() -> Path:
+    """The real challenge sample: PRODCLASS_DATA_DIR, else ../shared/data/rakuten_sample."""
+    configured = os.environ.get("PRODCLASS_DATA_DIR")
+    path = Path(configured) if configured else PROJECT_ROOT.parent / "shared/data/rakuten_sample"
+    return path.resolve()
+
+
+@pytest.fixture(scope="session")
+def sample() -> Path:
+    path = sample_dir()
+    if not (path / X_TRAIN).is_file():
+        pytest.exit(f"the real sample data is missing at {path}; set PRODCLASS_DATA_DIR", 2)
+    return path
+
+
+def copy_subset(
+    source: Path, dest: Path, row_ids: list[str] | None = None, per_modality: int = 12
+) -> Path:
+    """Copy real rows (and their photos) of the sample into ``dest``, in the challenge layout.
+
+    Without ``row_ids``, takes ``per_modality`` rows each of text+image, text only, image only.
+    """
+    src, out = ChallengeLayout(source), ChallengeLayout(dest)
+    x = pd.read_csv(src.x_train, index_col=0, dtype=str, keep_default_na=False)
+    y = pd.read_csv(src.y_train, index_col=0, dtype=str, keep_default_na=False)
+    x.index = x.index.astype(str)
+    y.index = y.index.astype(str)
+    if row_ids is None:
+        has_image = pd.Series(
+            [src.image_path(i, p).is_file() for i, p in zip(x["imageid"], x["productid"])],
+            index=x.index,
+        )
+        has_text = (x["designation"] != "") | (x["description"] != "")
+        groups = [
+            x.index[has_text & has_image],
+            x.index[has_text & ~has_image],
+            x.index[~has_text & has_image],
+        ]
+        row_ids = [r for g in groups for r in list(g[:per_modality])]
+    out.image_dir("train").mkdir(parents=True, exist_ok=True)
+    out.image_dir("test").mkdir(parents=True, exist_ok=True)
+    x.loc[row_ids].to_csv(out.x_train)
+    y.loc[row_ids].to_csv(out.y_train)
+    shutil.copy(src.x_test, out.x_test)
+    for row_id in row_ids:
+        image = src.image_path(x.at[row_id, "imageid"], x.at[row_id, "productid"])
+        if image.is_file():
+            shutil.copy(image, out.image_dir("train") / image.name)
+    return dest
+
+
+@pytest.fixture
+def subset(sample: Path, tmp_path: Path) -> Path:
+    """A small real copy of the sample (36 rows, 12 per modality) that a test may corrupt."""
+    return copy_subset(sample, tmp_path / "data")
+
+
+@pytest.fixture
+def isolated_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample: Path
+) -> Iterator[Path]:
+    """Settings pointing at the sample and at a fresh state folder (embedded MLflow store)."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("PRODCLASS_STATE_DIR", str(state))
+    monkeypatch.setenv("PRODCLASS_DATA_DIR", str(sample))
+    monkeypatch.delenv("PRODCLASS_MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("PRODCLASS_PARAMS_FILE", str(PROJECT_ROOT / "params.yaml"))
+    get_settings.cache_clear()
+    yield state
+    get_settings.cache_clear()
+
+
+__all__ = ["X_TEST", "Y_TRAIN", "copy_subset", "sample_dir"]

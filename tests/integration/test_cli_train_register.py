@@ -1,0 +1,147 @@
+"""The CLI end to end on the embedded stores: train, evaluate, register, promote, roll back."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from prodclass.cli.main import app
+
+runner = CliRunner()
+
+
+def _run(*args):
+    result = runner.invoke(app, list(map(str, args)))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_twice(sample, tmp_path_factory):
+    """Prepared data and two trained candidates (different C), in one isolated state folder."""
+    root = tmp_path_factory.mktemp("cli")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PRODCLASS_STATE_DIR", str(root / "state"))
+    mp.setenv("PRODCLASS_DATA_DIR", str(sample))
+    mp.delenv("PRODCLASS_MLFLOW_TRACKING_URI", raising=False)
+    from prodclass.settings import get_settings
+
+    get_settings.cache_clear()
+    _run("data", "prepare", "--out", root / "prepared")
+    weak = root / "weak.yaml"
+    weak.write_text("families:\n  tfidf-linear:\n    C: 0.001\n    classifier: logreg\n")
+    candidates = []
+    for name, params in (("strong", None), ("weak", weak)):
+        args = [
+            "train",
+            "--prepared",
+            root / "prepared",
+            "--out",
+            root / name,
+            "--report",
+            root / f"{name}.json",
+        ]
+        _run(*args, *(["--params", params] if params else []))
+        _run(
+            "evaluate",
+            "--prepared",
+            root / "prepared",
+            "--model",
+            root / name,
+            "--train-report",
+            root / f"{name}.json",
+            "--out",
+            root / f"{name}-test.json",
+        )
+        candidates.append(name)
+    yield root
+    mp.undo()
+    get_settings.cache_clear()
+
+
+def _register(root, name):
+    _run(
+        "models",
+        "register",
+        "--train-report",
+        root / f"{name}.json",
+        "--evaluation",
+        root / f"{name}-test.json",
+        "--prepared",
+        root / "prepared",
+        "--out",
+        root / f"{name}-reg.json",
+    )
+    return json.loads((root / f"{name}-reg.json").read_text())
+
+
+def test_register_promotes_only_a_better_model_and_rollback_restores(trained_twice):
+    root = trained_twice
+    first = _register(root, "strong")
+    assert first["promoted"] and first["version"] == "1"
+    second = _register(root, "weak")
+    assert not second["promoted"]
+    assert second["champion_weighted_f1"] > second["candidate_weighted_f1"]
+
+    listing = json.loads(_run("models", "list", "--json").stdout)
+    assert [(v["version"], v["aliases"]) for v in listing] == [("2", []), ("1", ["champion"])]
+    assert listing[1]["weighted_f1"] == str(first["candidate_weighted_f1"])
+
+    _run("models", "promote", "2")
+    report = json.loads(
+        _run(
+            "evaluate", "--model", "models:/prodclass@champion", "--prepared", root / "prepared"
+        ).stdout.split("\nn=")[0]
+    )
+    assert report["weighted_f1"] == second["candidate_weighted_f1"]
+
+    out = _run("models", "rollback").output
+    assert "from version 2 to version 1" in out
+    again = runner.invoke(app, ["models", "rollback"])
+    assert again.exit_code == 1 and "no previous champion" in again.output
+
+
+def test_evaluate_scores_every_labelled_row_of_a_folder(trained_twice, sample, tmp_path):
+    out = tmp_path / "report.json"
+    _run("evaluate", "--data", sample, "--model", "models:/prodclass@champion", "--out", out)
+    report = json.loads(out.read_text())
+    assert report["n"] == 3170
+    assert report["model_uri"] == "models:/prodclass@champion"
+    for key in ("accuracy", "weighted_f1", "macro_f1"):
+        assert 0 < report[key] <= 1
+    assert set(report["per_class"]) == {
+        str(c) for c in __import__("prodclass.data.taxonomy", fromlist=["CODES"]).CODES
+    }
+    assert {"precision", "recall", "f1", "support"} <= set(report["per_class"]["2583"])
+    assert sum(c["support"] for c in report["per_class"].values()) == 3170
+    assert set(report["by_modality"]) == {"text_only", "image_only", "both"}
+
+
+def test_training_logs_params_metrics_and_artifacts_to_mlflow(trained_twice):
+    import mlflow
+
+    from prodclass.registry.tracking import configure_mlflow
+    from prodclass.settings import get_settings
+
+    configure_mlflow(get_settings())
+    run_id = json.loads((trained_twice / "strong.json").read_text())["run_id"]
+    run = mlflow.get_run(run_id)
+    assert run.data.params["model_family"] == "tfidf-linear"
+    assert "val_weighted_f1" in run.data.metrics and "test_weighted_f1" in run.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "reports")}
+    assert {"reports/confusion_matrix.png", "reports/test_metrics.json"} <= artifacts
+
+
+def test_unknown_model_uri_is_a_clear_error(trained_twice):
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            "models:/prodclass/99",
+            "--prepared",
+            str(trained_twice / "prepared"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "cannot load model models:/prodclass/99" in result.output
