@@ -17,7 +17,7 @@ from prodclass.params import ParamsError
 from prodclass.registry.model_registry import RegistryError
 from prodclass.settings import Settings, get_settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # error sentences stay on one line
 
 # Errors a user can fix: shown as one sentence, exit code 1, no traceback.
 USER_ERRORS = (
