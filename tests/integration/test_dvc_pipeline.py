@@ -1,0 +1,274 @@
+"""`prodclass pipeline run` end to end in a throwaway git + DVC project.
+
+The project (dvc.yaml, params.yaml, .dvc/config, src/) is copied into a temporary folder, the
+pipeline runs there on the real sample as a subprocess, and the DVC outputs go to the default
+local remote and to an S3-compatible remote served by a real ``moto_server`` on loopback.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+VENV_BIN = Path(sys.executable).parent
+TIMEOUT = 300  # seconds, per subprocess; one full pipeline run on the sample takes about 50 s
+EXPENSIVE = ("prepare", "train", "evaluate", "register")
+DUMMY_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass
+class Project:
+    root: Path
+    env: dict[str, str]
+    first: str  # merged stdout/stderr of the first `prodclass pipeline run`
+    second: str  # ... and of the second, with nothing changed
+    mlflow_after_second: tuple[int, int]  # (runs, registered versions) right after the second
+
+
+def _env(root: Path, sample: Path) -> dict[str, str]:
+    """Environment of every subprocess: the sample, a private state folder, no outside config."""
+    outside = root.parent / "outside"  # config and caches that must stay out of the project
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PRODCLASS_", "DVC_", "AWS_", "GIT_DIR", "GIT_WORK_TREE",
+                               "GIT_INDEX_FILE"))
+        and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+    }
+    env.update(DUMMY_AWS)
+    env.update(
+        PRODCLASS_DATA_DIR=str(sample),
+        PRODCLASS_STATE_DIR=str(root / "state"),
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        # DVC: no analytics, no user/system config, a private site cache
+        DVC_NO_ANALYTICS="1",
+        DVC_GLOBAL_CONFIG_DIR=str(outside / "dvc-global"),
+        DVC_SYSTEM_CONFIG_DIR=str(outside / "dvc-system"),
+        DVC_SITE_CACHE_DIR=str(outside / "dvc-site"),
+        # AWS SDKs: dummy credentials only, never the instance metadata service
+        AWS_CONFIG_FILE=str(outside / "aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(outside / "aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        COLUMNS="200",  # rich wraps the summary panel at 80 columns otherwise
+    )
+    return env
+
+
+def _run(args: list[str | Path], cwd: Path, env: dict[str, str]) -> str:
+    """Run a command, return its merged output; fail the test with that output if it fails."""
+    try:
+        proc = subprocess.run(
+            [str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"`{' '.join(map(str, args))}` took more than {TIMEOUT} s:\n{exc.output}")
+    assert proc.returncode == 0, (
+        f"`{' '.join(map(str, args))}` exited {proc.returncode}:\n{proc.stdout}"
+    )
+    return proc.stdout
+
+
+def _pipeline_run(project: Path, env: dict[str, str]) -> str:
+    return _run([VENV_BIN / "prodclass", "pipeline", "run"], project, env)
+
+
+def _dvc(project: Path, env: dict[str, str], *args: str) -> str:
+    return _run([VENV_BIN / "dvc", *args], project, env)
+
+
+def _mlflow_counts(project: Path) -> tuple[int, int]:
+    """(runs, registered model versions) in the embedded MLflow store."""
+    with sqlite3.connect(project / "state" / "mlflow.db") as db:
+        runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        versions = db.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0]
+    return runs, versions
+
+
+def _digest(path: Path, algorithm: str = "sha256") -> str:
+    return hashlib.new(algorithm, path.read_bytes()).hexdigest()
+
+
+def _skipped(output: str) -> set[str]:
+    return set(re.findall(r"Stage '([\w-]+)' didn't change, skipping", output))
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w-]+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A git + DVC copy of the project after two `prodclass pipeline run` on the sample."""
+    root = tmp_path_factory.mktemp("dvc-pipeline") / "project"
+    root.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    shutil.copytree(PROJECT_ROOT / "src", root / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    env = _env(root, sample)
+
+    _run(["git", "init", "-q"], root, env)
+    _run(["git", "config", "user.name", "prodclass tests"], root, env)
+    _run(["git", "config", "user.email", "tests@prodclass.invalid"], root, env)
+    _run(["git", "config", "commit.gpgsign", "false"], root, env)
+    _dvc(root, env, "init", "-q")
+    # dvc init wrote its own .dvc/config and .dvcignore: use the project's (default remote)
+    shutil.copy(PROJECT_ROOT / ".dvc" / "config", root / ".dvc" / "config")
+    shutil.copy(PROJECT_ROOT / ".dvcignore", root / ".dvcignore")
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-q", "-m", "throwaway prodclass project"], root, env)
+
+    first = _pipeline_run(root, env)
+    second = _pipeline_run(root, env)
+    return Project(root, env, first, second, _mlflow_counts(root))
+
+
+def test_first_run_builds_everything_and_pushes_to_the_local_remote(project: Project):
+    root, out = project.root, project.first
+    assert _ran(out) >= {"ingest", "validate", *EXPENSIVE}, out
+    registration = json.loads((root / "reports/registration.json").read_text())
+    assert registration["run_id"] and registration["version"] == "1"
+    for text in ("prodclass pipeline done", f"MLflow run:        {registration['run_id']}",
+                 "model version:     models:/prodclass/1", "reports/evaluation.json"):
+        assert text in out, out
+
+    report = json.loads((root / "reports/evaluation.json").read_text())
+    assert {"n", "accuracy", "weighted_f1", "macro_f1", "per_class", "model_uri"} <= set(report)
+    assert report["n"] > 0 and 0 < report["weighted_f1"] <= 1 and report["per_class"]
+
+    with (root / "data/prepared/products.csv").open(encoding="utf-8", newline="") as handle:
+        splits = {row["split"] for row in csv.DictReader(handle)}
+    assert splits == {"train", "val", "test"}
+
+    remote = root / "state" / "dvc-remote"
+    pushed = [p for p in remote.rglob("*") if p.is_file()]
+    assert pushed, "dvc push left the local remote empty"
+    md5 = _digest(root / "data/prepared/products.csv", "md5")
+    assert (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+
+
+def test_second_run_reuses_every_expensive_stage(project: Project):
+    out = project.second
+    assert _skipped(out) >= set(EXPENSIVE), out
+    assert not _ran(out) & set(EXPENSIVE), out
+    assert project.mlflow_after_second == (1, 1)
+    first_run_id = re.search(r"MLflow run:\s+(\w+)", project.first).group(1)
+    assert f"MLflow run:        {first_run_id}" in out
+
+
+def test_changing_a_training_param_retrains_without_repreparing(project: Project):
+    root, env = project.root, project.env
+    params_file = root / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["families"]["tfidf-linear"]["C"] = params["families"]["tfidf-linear"]["C"] / 2
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    runs_before, versions_before = _mlflow_counts(root)
+
+    out = _pipeline_run(root, env)
+    assert "prepare" in _skipped(out), out
+    assert _ran(out) >= {"train", "evaluate", "register"}, out
+    assert _mlflow_counts(root) == (runs_before + 1, versions_before + 1)
+    registration = json.loads((root / "reports/registration.json").read_text())
+    assert registration["version"] == str(versions_before + 1)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(project: Project):
+    """A real moto S3 server on loopback; yields its endpoint URL."""
+    port = _free_port()
+    log_path = project.root.parent / "moto.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env=project.env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"moto_server exited {server.returncode}:\n{log_path.read_text()}")
+            try:
+                opener.open(url, timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break  # it answered
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not answer on {url}:\n{log_path.read_text()}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_s3_remote_push_then_pull_restores_outputs(project: Project, s3_endpoint: str):
+    import boto3
+
+    root, env = project.root, project.env
+    bucket, prefix = "prodclass-dvc", "prodclass"
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_endpoint, region_name=DUMMY_AWS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=DUMMY_AWS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_AWS["AWS_SECRET_ACCESS_KEY"],
+    )
+    s3.create_bucket(Bucket=bucket)
+    _dvc(root, env, "remote", "add", "s3remote", f"s3://{bucket}/{prefix}")
+    _dvc(root, env, "remote", "modify", "s3remote", "endpointurl", s3_endpoint)
+
+    products = root / "data/prepared/products.csv"
+    sha_before, md5 = _digest(products), _digest(products, "md5")
+    _dvc(root, env, "push", "-r", "s3remote")
+    keys = {
+        obj["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for obj in page.get("Contents", [])
+    }
+    assert f"{prefix}/files/md5/{md5[:2]}/{md5[2:]}" in keys, sorted(keys)
+    assert all(key.startswith(f"{prefix}/files/md5/") for key in keys), sorted(keys)
+
+    for path in (".dvc/cache", "data/prepared", "models/candidate"):
+        shutil.rmtree(root / path)
+    _dvc(root, env, "pull", "-r", "s3remote")
+    assert _digest(products) == sha_before
+    assert (root / "models/candidate").is_dir() and any((root / "models/candidate").iterdir())
