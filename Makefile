@@ -6,12 +6,23 @@ BIN := $(VENV)/bin
 export PRODCLASS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format bench clean
+.PHONY: help system-deps install demo test lint format bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml requirements.lock
+# System packages: Tesseract reads the text printed on product photos (French + English data).
+system-deps: ## Install the Debian packages prodclass needs (Tesseract OCR); no-op when present
+	@if command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx fra; then \
+		echo "tesseract with French data: present"; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng; \
+	else \
+		echo "install Tesseract OCR with French data (tesseract-ocr, tesseract-ocr-fra) by hand" >&2; exit 1; \
+	fi
+
+$(BIN)/.installed: pyproject.toml requirements.lock | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build

@@ -50,6 +50,18 @@ class Settings(BaseSettings):
         default=2, ge=1, description="Threads used to decode-check images during validation."
     )
 
+    ocr_workers: int = Field(
+        default=2, ge=1, description="Parallel Tesseract processes reading text on photos."
+    )
+    clip_model: str = Field(
+        default="openai/clip-vit-base-patch32",
+        description="CLIP weights for `multimodal-clip`: a local folder or a Hugging Face hub id.",
+    )
+    text_transformer_model: str = Field(
+        default="camembert-base",
+        description="BERT-class weights for `text-transformer`: a local folder or a hub id.",
+    )
+
     @property
     def tracking_uri(self) -> str:
         """The MLflow tracking URI, defaulting to an embedded SQLite store."""

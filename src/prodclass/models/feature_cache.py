@@ -1,0 +1,204 @@
+"""Disk cache of frozen-trunk activations, and the function that fills and reads it.
+
+Why: the frozen trunk (``image_effnet.EffNetTrunk``) is most of the cost of a forward pass, and
+its output only depends on the photo's bytes, the view (e.g. mirrored) and the encoder. Keyed
+by exactly those three, an entry can be reused across epochs, runs, retrains and data
+snapshots; the photo's content hash (not its path) means a renamed or copied photo still hits.
+
+Layout: ``root/<sha256(encoder_version)[:16]>/<sha[:2]>/<sha>-<view>.npy``, float16 (C, h, w),
+about 19 KB per photo and view for lite0. A new encoder version simply starts a new folder;
+delete old folders to reclaim space (``encoder.txt`` in each says which version it holds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from prodclass.data.images import ImageError, open_image
+from prodclass.files import atomic_write
+from prodclass.models.image_effnet import (
+    VIEWS,
+    EffNetConfig,
+    EffNetTrunk,
+    encoder_version,
+    image_to_tensor,
+)
+
+log = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_VIEW = re.compile(r"[A-Za-z0-9_]+")  # goes into a file name
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    image_sha256: str  # of the photo file's bytes
+    view: str  # "orig", "hflip", ...
+    encoder_version: str  # image_effnet.encoder_version(config)
+
+    def __post_init__(self) -> None:
+        if not _SHA256.fullmatch(self.image_sha256):
+            raise ValueError(f"not a sha256 hex digest: {self.image_sha256!r}")
+        if not _VIEW.fullmatch(self.view):
+            raise ValueError(f"view names are letters, digits and _: {self.view!r}")
+
+
+class FeatureCache:
+    """Trunk activations on disk, one float16 .npy per (photo, view, encoder version).
+
+    Writes are atomic (temporary file in the same folder, then ``os.replace``), so concurrent
+    writers and interrupted runs never leave a half-written entry behind; an unreadable entry
+    is treated as a miss and overwritten.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+        self._described: set[str] = set()  # version folders whose encoder.txt we wrote
+
+    def version_dir(self, encoder_version: str) -> Path:
+        return self.root / hashlib.sha256(encoder_version.encode()).hexdigest()[:16]
+
+    def path(self, key: CacheKey) -> Path:
+        sha = key.image_sha256
+        return self.version_dir(key.encoder_version) / sha[:2] / f"{sha}-{key.view}.npy"
+
+    def get(self, key: CacheKey) -> np.ndarray | None:
+        path = self.path(key)
+        try:
+            array = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (OSError, ValueError, EOFError) as exc:
+            log.warning("unreadable cache entry %s (%s): recomputing it", path, exc)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return array
+
+    def put(self, key: CacheKey, array: np.ndarray) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._describe(key.encoder_version)
+        atomic_write(path, lambda f: np.save(f, np.asarray(array, dtype=np.float16)))
+
+    def reset_counters(self) -> None:
+        self.hits = self.misses = 0
+
+    def _describe(self, version: str) -> None:
+        """Write the full encoder version next to the entries, for whoever cleans up."""
+        if version in self._described:
+            return
+        note = self.version_dir(version) / "encoder.txt"
+        if not note.exists():
+            atomic_write(note, lambda f: f.write(f"{version}\n".encode()))
+        self._described.add(version)
+
+
+# -----------------------------------------------------------------------------------------
+# filling the cache
+
+
+def _read_photo(path: str | Path) -> bytes:
+    if not str(path):
+        raise ValueError("empty image path: pass only products that have a photo")
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc.strerror}") from exc
+
+
+def _decode_photo(path: str | Path, data: bytes) -> Image.Image:
+    try:
+        return open_image(data)
+    except ImageError as exc:
+        raise ValueError(f"cannot decode image {path}: {exc}") from exc
+
+
+def trunk_activations(
+    paths: Sequence[str | Path],
+    trunk: EffNetTrunk,
+    cache: FeatureCache | None,
+    config: EffNetConfig,
+    views: Sequence[str] = ("orig",),
+    batch_size: int = 32,
+    progress: bool = True,
+) -> np.ndarray:
+    """(N, V, C, h, w) float16 trunk activations of N photos under V views, e.g. (N, 2, 192,
+    7, 7) for lite0 with views ("orig", "hflip").
+
+    Each file is read once; its bytes serve both the content hash (cache key) and decoding,
+    and photos whose every view is cached are not decoded at all. Misses run through the
+    trunk in batches of ``batch_size`` and are written to the cache. An empty path, a missing
+    file or an undecodable image raises ValueError naming the path.
+    """
+    if trunk.config != config:
+        raise ValueError(f"trunk was built for {trunk.config}, not {config}")
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown or not views:
+        raise ValueError(f"unknown views {unknown}; known: {sorted(VIEWS)}")
+    version = encoder_version(config) if cache is not None else ""
+    device = next(trunk.parameters()).device
+    out = np.empty((len(paths), len(views), *trunk.out_shape), dtype=np.float16)
+
+    # photos (one tensor per missing view) waiting for a trunk batch
+    pending: list[tuple[int, int, CacheKey | None, torch.Tensor]] = []  # row, view, key, x
+
+    def run(batch: list[tuple[int, int, CacheKey | None, torch.Tensor]]) -> None:
+        x = torch.stack([item[3] for item in batch]).to(device)  # (b, 3, H, W)
+        with torch.inference_mode():
+            acts = trunk(x).to(torch.float16).cpu().numpy()  # (b, C, h, w)
+        for (row, v, key, _), act in zip(batch, acts):
+            out[row, v] = act
+            if cache is not None and key is not None:
+                cache.put(key, act)
+
+    bar = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task("image features", total=len(paths))
+        for row, path in enumerate(paths):
+            data = _read_photo(path)
+            keys: list[CacheKey | None] = [None] * len(views)
+            missing = list(range(len(views)))
+            if cache is not None:
+                sha = hashlib.sha256(data).hexdigest()
+                keys = [CacheKey(sha, view, version) for view in views]
+                missing = []
+                for v, key in enumerate(keys):
+                    cached = cache.get(key)
+                    if cached is not None and cached.shape == trunk.out_shape:
+                        out[row, v] = cached
+                    else:
+                        missing.append(v)
+            if missing:
+                x = image_to_tensor(_decode_photo(path, data), config.image_size)  # (3, H, W)
+                for v in missing:
+                    pending.append((row, v, keys[v], VIEWS[views[v]](x)))
+                while len(pending) >= batch_size:
+                    run(pending[:batch_size])
+                    del pending[:batch_size]
+            bar.advance(task)
+        if pending:
+            run(pending)
+    if cache is not None:
+        log.debug("feature cache: %d hits, %d misses so far", cache.hits, cache.misses)
+    return out

@@ -1,0 +1,109 @@
+"""The multimodal network: text and/or image in, 27-way logits out.
+
+Reads top to bottom: each present input is encoded and projected to a common width, absent
+ones are zeroed, the presence flags are appended, and a small head fuses them. Inputs:
+
+- text: hashed n-grams of the product's title + description, plus the words Tesseract reads on
+  its photo (OCR) when the family uses OCR; one vocabulary, so "playstation" read on a cover
+  means what it means in a title;
+- image: the trainable tail of EfficientNet-Lite over cached trunk activations;
+- stacked: out-of-fold log-probabilities of the TF-IDF model (stacking), so the net learns how
+  far to trust that strong n-gram member next to its own encoders.
+
+Missing inputs are the normal case in this catalogue (a third of the products have no photo, a
+third no text): the head sees the flags, and training hides one modality of products that have
+both (``hide_one_modality``) so that each branch also learns to stand alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from prodclass.models.text_hashed import HashedTextConfig, HashedTextEncoder
+
+# presence flags the head reads, in this order
+FLAGS = ("has_text", "has_image", "has_ocr")
+
+
+@dataclass(frozen=True)
+class MultimodalConfig:
+    n_classes: int = 27
+    hidden: int = 256
+    dropout: float = 0.3
+    image_dim: int = 1280  # width of the image tail's pooled output (0: no image branch)
+    stack_dim: int = 27  # width of the stacked member's log-probabilities (0: no stacking)
+    text: HashedTextConfig | None = HashedTextConfig()  # None: no text branch
+
+
+def hide_one_modality(
+    has_text: np.ndarray, has_image: np.ndarray, rate: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Modality dropout: of the products with both, hide the text or the photo (half each)
+    of a ``rate`` share, so the model also learns to classify from either one alone."""
+    both = has_text & has_image
+    hide = both & (rng.random(len(both)) < rate)
+    hide_text = hide & (rng.random(len(both)) < 0.5)
+    return has_text & ~hide_text, has_image & ~(hide & ~hide_text)
+
+
+class MultimodalNet(nn.Module):
+    def __init__(self, config: MultimodalConfig, image_tail: nn.Module | None) -> None:
+        super().__init__()
+        self.config = config
+        h = config.hidden
+        self.text_encoder = self.text_proj = None
+        if config.text is not None:
+            self.text_encoder = HashedTextEncoder(config.text)
+            self.text_proj = nn.Sequential(nn.Linear(config.text.dim, h), nn.GELU())
+        self.image_tail = self.image_proj = None
+        if config.image_dim:
+            if image_tail is None:
+                raise ValueError("image_dim > 0 needs an image tail")
+            self.image_tail = image_tail  # trainable end of the image encoder
+            self.image_proj = nn.Sequential(
+                nn.Dropout(config.dropout), nn.Linear(config.image_dim, h), nn.GELU()
+            )
+        self.stack_proj = (
+            nn.Sequential(nn.Linear(config.stack_dim, h), nn.GELU()) if config.stack_dim else None
+        )
+        n_parts = sum(x is not None for x in (self.text_proj, self.image_proj, self.stack_proj))
+        width = n_parts * h + len(FLAGS)
+        self.head = nn.Sequential(
+            nn.LayerNorm(width),
+            nn.Dropout(config.dropout),
+            nn.Linear(width, h),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(h, config.n_classes),
+        )
+
+    def forward(
+        self,
+        text_ids: torch.Tensor,  # (T,) flat n-gram ids of the batch
+        text_offsets: torch.Tensor,  # (B,)
+        image_act: torch.Tensor,  # (B_img, C, h, w) trunk activations of rows with has_image
+        has_text: torch.Tensor,  # (B,) bool: title/description given
+        has_image: torch.Tensor,  # (B,) bool; has_image.sum() == B_img, rows in batch order
+        has_ocr: torch.Tensor,  # (B,) bool: words were read on the photo
+        stacked: torch.Tensor | None = None,  # (B, stack_dim) member log-probabilities
+    ) -> torch.Tensor:
+        batch = has_text.shape[0]
+        any_words = (has_text | has_ocr)[:, None]  # the text inputs read title and OCR alike
+        parts = []
+        if self.text_encoder is not None:
+            t = self.text_proj(self.text_encoder(text_ids, text_offsets))  # (B, H)
+            parts.append(t * any_words)
+        if self.image_tail is not None:
+            i = torch.zeros(batch, self.config.hidden)  # (B, H)
+            photo_rows = has_image.nonzero().squeeze(1)  # (B_img,)
+            if len(photo_rows) > 0:
+                i = i.index_copy(0, photo_rows, self.image_proj(self.image_tail(image_act)))
+            parts.append(i)
+        if self.stack_proj is not None:
+            parts.append(self.stack_proj(stacked) * any_words)
+        flags = torch.stack([has_text, has_image, has_ocr], dim=1).float()  # (B, 3)
+        return self.head(torch.cat([*parts, flags], dim=1))  # (B, n_classes)
