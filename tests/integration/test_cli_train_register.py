@@ -83,11 +83,15 @@ def test_register_promotes_only_a_better_model_and_rollback_restores(trained_twi
     assert not second["promoted"]
     assert second["champion_weighted_f1"] > second["candidate_weighted_f1"]
 
+    assert (first["alias"], second["alias"]) == ("champion", "challenger")
+    assert second["previous_challenger"] is None
+
+    assert _aliases() == [("2", ["challenger"]), ("1", ["champion"])]
     listing = json.loads(_run("models", "list", "--json").stdout)
-    assert [(v["version"], v["aliases"]) for v in listing] == [("2", []), ("1", ["champion"])]
     assert listing[1]["weighted_f1"] == str(first["candidate_weighted_f1"])
 
-    _run("models", "promote", "2")
+    _run("models", "promote", "2")  # the challenger wins by hand: it is no longer challenger
+    assert _aliases() == [("2", ["champion"]), ("1", [])]
     report = json.loads(
         _run(
             "evaluate", "--model", "models:/prodclass@champion", "--prepared", root / "prepared"
@@ -99,6 +103,37 @@ def test_register_promotes_only_a_better_model_and_rollback_restores(trained_twi
     assert "from version 2 to version 1" in out
     again = runner.invoke(app, ["models", "rollback"])
     assert again.exit_code == 1 and "no previous champion" in again.output
+
+
+def _aliases():
+    listing = json.loads(_run("models", "list", "--json").stdout)
+    return [(v["version"], v["aliases"]) for v in listing]
+
+
+def test_each_losing_candidate_takes_the_challenger_alias_from_the_previous_one(trained_twice):
+    root = trained_twice
+    if not any("champion" in aliases for _, aliases in _aliases()):  # when run on its own
+        _register(root, "strong")
+    champion = next(v for v, aliases in _aliases() if "champion" in aliases)
+
+    weak = _register(root, "weak")
+    assert not weak["promoted"] and weak["alias"] == "challenger"
+    # the same model again: equal F1 does not beat the champion, so it challenges too
+    strong_again = _register(root, "strong")
+    assert not strong_again["promoted"], strong_again["reason"]
+    assert strong_again["previous_challenger"] == weak["version"]
+
+    aliases = dict(_aliases())
+    assert aliases[strong_again["version"]] == ["challenger"]
+    assert aliases[weak["version"]] == []
+    assert aliases[champion] == ["champion"]
+    assert sum(a.count("challenger") for a in aliases.values()) == 1
+    challenger = json.loads(
+        _run(
+            "evaluate", "--model", "models:/prodclass@challenger", "--prepared", root / "prepared"
+        ).stdout.split("\nn=")[0]
+    )
+    assert challenger["weighted_f1"] == strong_again["candidate_weighted_f1"]
 
 
 def test_evaluate_scores_every_labelled_row_of_a_folder(trained_twice, sample, tmp_path):
@@ -127,9 +162,27 @@ def test_training_logs_params_metrics_and_artifacts_to_mlflow(trained_twice):
     run_id = json.loads((trained_twice / "strong.json").read_text())["run_id"]
     run = mlflow.get_run(run_id)
     assert run.data.params["model_family"] == "tfidf-linear"
-    assert "val_weighted_f1" in run.data.metrics and "test_weighted_f1" in run.data.metrics
+    metrics = run.data.metrics
+    assert "val_weighted_f1" in metrics and "test_weighted_f1" in metrics
+    assert 0 <= metrics["test_ece"] <= 1 and 0 <= metrics["val_ece"] <= 1
+    for split in ("val", "test"):
+        for batch in ("batch_1", "batch_32"):
+            p50, p95 = (metrics[f"{split}_latency_{batch}_{q}_ms"] for q in ("p50", "p95"))
+            assert 0 < p50 <= p95
+            assert metrics[f"{split}_latency_{batch}_products_per_second"] > 0
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "reports")}
-    assert {"reports/confusion_matrix.png", "reports/test_metrics.json"} <= artifacts
+    assert {
+        "reports/confusion_matrix.png",
+        "reports/reliability_diagram.png",
+        "reports/test_metrics.json",
+        "reports/test_per_class.csv",
+    } <= artifacts
+    report = json.loads((trained_twice / "strong-test.json").read_text())
+    assert set(report["latency"]) == {"batch_1", "batch_32"}
+    assert report["ece"] == metrics["test_ece"]
+    per_class = mlflow.artifacts.load_text(f"runs:/{run_id}/reports/test_per_class.csv")
+    assert per_class.splitlines()[0] == "prdtypecode,name,precision,recall,f1,support"
+    assert len(per_class.splitlines()) == 28  # header + the 27 codes
 
 
 def test_unknown_model_uri_is_a_clear_error(trained_twice):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,26 +151,22 @@ def trunk(net) -> EffNetTrunk:
     return EffNetTrunk(net, CONFIG)
 
 
-def test_cache_returns_what_the_trunk_computes_and_is_much_faster_warm(
+def test_cache_returns_what_the_trunk_computes_and_a_warm_pass_runs_no_trunk(
     trunk, books, toys, tmp_path
 ):
     paths = [str(p) for p in books + toys]  # 16 photos, 2 views: 32 trunk passes
     views = ("orig", "hflip")
     cache = FeatureCache(tmp_path / "cache")
 
-    start = time.perf_counter()
     cold = trunk_activations(paths, trunk, cache, CONFIG, views=views, progress=False)
-    cold_s = time.perf_counter() - start
     assert (cache.hits, cache.misses) == (0, 32)
     assert cold.shape == (16, 2, *trunk.out_shape) and cold.dtype == np.float16
 
     cache.reset_counters()
-    start = time.perf_counter()
     warm = trunk_activations(paths, trunk, cache, CONFIG, views=views, progress=False)
-    warm_s = time.perf_counter() - start
     assert (cache.hits, cache.misses) == (32, 0)
     np.testing.assert_array_equal(warm, cold)
-    assert cold_s >= 5 * warm_s, (cold_s, warm_s)
+    # (how much faster a warm pass is: bench/feature_cache_speed.py)
 
     # what was cached is the trunk's output for each view, up to float16 rounding (another
     # batch size may pick another convolution kernel, so the last bit can differ)

@@ -11,6 +11,7 @@ import typer
 from prodclass.cli import data as data_cli
 from prodclass.cli import models as models_cli
 from prodclass.cli import pipeline as pipeline_cli
+from prodclass.cli import tune as tune_cli
 from prodclass.cli.common import console, data_dir_or_default, settings, user_errors, write_json
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data")
 app.add_typer(models_cli.app, name="models")
 app.add_typer(pipeline_cli.app, name="pipeline")
+app.command()(tune_cli.tune)
 
 
 @app.callback()

@@ -75,7 +75,8 @@ def register(
     out: Annotated[Path | None, typer.Option(help="Write the decision JSON here.")] = None,
     params: Annotated[Path | None, typer.Option(help="params.yaml (promotion section).")] = None,
 ) -> None:
-    """Register the trained model; promote it to champion only if it beats the champion."""
+    """Register the trained model; promote it to champion only if it beats the champion,
+    else give it the `challenger` alias."""
     from prodclass.params import load_params
     from prodclass.registry.promotion import register_candidate
     from prodclass.training.train import TrainResult
@@ -96,6 +97,6 @@ def register(
         out.write_text(json.dumps(payload, indent=2) + "\n")
     console.print(
         f"registered version {decision.version}: "
-        f"{'promoted to champion' if decision.promoted else 'not promoted'} "
+        f"{'promoted to champion' if decision.promoted else 'not promoted, now challenger'} "
         f"({decision.reason})"
     )

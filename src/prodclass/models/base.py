@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,6 +41,10 @@ class ProductClassifier(ABC):
     def __init__(self, params: FamilyParams, classes: list[int] | None = None) -> None:
         self.params = params
         self.classes_: np.ndarray = np.asarray(classes or [], dtype=np.int64)
+        # Called as (epoch, val_weighted_f1) after each epoch by families that train in epochs
+        # (they pass it to train_epochs as on_epoch_end). The tuner sets it so Optuna can prune
+        # a poor trial early; it may raise to stop. Not a hyper-parameter, never saved.
+        self.epoch_callback: Callable[[int, float], None] | None = None
 
     @abstractmethod
     def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> dict[str, Any]:

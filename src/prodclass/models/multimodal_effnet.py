@@ -351,7 +351,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
             LoopConfig(epochs=p.epochs, patience=p.patience),
             seed=p.seed,
             checkpoint_path=checkpoint,
-            on_epoch_end=getattr(self, "epoch_callback", None),
+            on_epoch_end=self.epoch_callback,
         )
         checkpoint.unlink(missing_ok=True)
         keep = y_val >= 0

@@ -15,6 +15,11 @@ from prodclass.models.base import MODEL_CARD, ProductClassifier
 # family name -> "module:Class"
 FAMILIES: dict[str, str] = {
     "tfidf-linear": "prodclass.models.tfidf_linear:TfidfLinearClassifier",
+    "image-effnet": "prodclass.models.multimodal_effnet:ImageEffnetClassifier",
+    "multimodal-effnet": "prodclass.models.multimodal_effnet:MultimodalEffnetClassifier",
+    "multimodal-clip": "prodclass.models.multimodal_clip:MultimodalClipClassifier",
+    "text-lstm": "prodclass.models.text_lstm:TextLstmClassifier",
+    "text-transformer": "prodclass.models.text_transformer:TextTransformerClassifier",
 }
 
 

@@ -1,7 +1,9 @@
 """The model registry: log, register, compare, promote and roll back (MLflow aliases).
 
 The ``champion`` alias is what serving loads. Every move of it is pushed on a history kept as a
-registered-model tag, so ``rollback`` restores the previous champion in one step.
+registered-model tag, so ``rollback`` restores the previous champion in one step. The
+``challenger`` alias marks the latest registered candidate that did not beat the champion, so it
+can be compared with it (shadow traffic, the UI) without anyone noting a version number.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from prodclass.registry.pyfunc import MODEL_DIR_ARTIFACT, ProdclassPyfunc
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 METRIC_TAGS = ("weighted_f1", "macro_f1", "accuracy")
 
@@ -81,11 +84,29 @@ def register(model_uri: str, name: str, metrics: dict[str, Any], extra_tags: dic
     return str(version)
 
 
-def champion_version(name: str) -> str | None:
+def alias_version(name: str, alias: str) -> str | None:
+    """The version an alias points to, or None (no such alias or model)."""
     try:
-        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
+
+
+def champion_version(name: str) -> str | None:
+    return alias_version(name, CHAMPION)
+
+
+def challenger_version(name: str) -> str | None:
+    return alias_version(name, CHALLENGER)
+
+
+def set_challenger(name: str, version: str) -> str | None:
+    """Point ``challenger`` at ``version`` (an alias names one version: it moves); return the
+    previous challenger (or None)."""
+    previous = challenger_version(name)
+    MlflowClient().set_registered_model_alias(name, CHALLENGER, str(version))
+    log.info("model %s version %s is now %s (was %s)", name, version, CHALLENGER, previous)
+    return previous
 
 
 def _history(client: MlflowClient, name: str) -> list[str]:
@@ -94,7 +115,10 @@ def _history(client: MlflowClient, name: str) -> list[str]:
 
 
 def promote(name: str, version: str) -> str | None:
-    """Make ``version`` the champion; return the previous champion (or None)."""
+    """Make ``version`` the champion; return the previous champion (or None).
+
+    If ``version`` was the challenger, it loses that alias.
+    """
     client = MlflowClient()
     try:
         client.get_model_version(name, version)
@@ -109,6 +133,8 @@ def promote(name: str, version: str) -> str | None:
     history.append(str(version))
     client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    if challenger_version(name) == str(version):  # a champion no longer challenges itself
+        client.delete_registered_model_alias(name, CHALLENGER)
     log.info("model %s version %s is now %s (was %s)", name, version, CHAMPION, previous)
     return previous
 
@@ -162,6 +188,8 @@ class PromotionDecision:
     candidate_weighted_f1: float
     champion_weighted_f1: float | None
     reason: str
+    alias: str = CHAMPION  # CHAMPION when promoted, else CHALLENGER
+    previous_challenger: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

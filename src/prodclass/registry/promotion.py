@@ -1,7 +1,8 @@
 """Register a trained candidate and promote it only if it beats the champion.
 
 Both are scored on the same fixed test split, so the comparison is like for like even when the
-champion was trained on an older data version.
+champion was trained on an older data version. A candidate that does not win becomes the
+``challenger`` (the alias moves from any previous challenger).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def register_candidate(
     champion = reg.champion_version(name)
     champion_f1 = None
     if champion is not None:
-        champion_report = evaluate_prepared(prepared_dir, "test", f"models:/{name}/{champion}")
+        champion_report = evaluate_prepared(
+            prepared_dir, "test", f"models:/{name}/{champion}", latency=False
+        )
         champion_f1 = champion_report["weighted_f1"]
     version = reg.register(
         trained.model_uri,
@@ -42,9 +45,13 @@ def register_candidate(
     promoted, reason = reg.decide_promotion(
         test_report["weighted_f1"], champion_f1, min_improvement
     )
+    previous_challenger = reg.challenger_version(name)
     if promoted:
         reg.promote(name, version)
-    log.info("version %s: %s (%s)", version, "promoted" if promoted else "not promoted", reason)
+    else:
+        reg.set_challenger(name, version)
+    alias = reg.CHAMPION if promoted else reg.CHALLENGER
+    log.info("version %s: %s (%s)", version, alias, reason)
     return reg.PromotionDecision(
         version=version,
         promoted=promoted,
@@ -52,4 +59,6 @@ def register_candidate(
         candidate_weighted_f1=test_report["weighted_f1"],
         champion_weighted_f1=champion_f1,
         reason=reason,
+        alias=alias,
+        previous_challenger=previous_challenger,
     )

@@ -46,6 +46,23 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
     }
 
 
+def target_index(classes: np.ndarray, y_true: np.ndarray) -> np.ndarray:
+    """Column of each true label in a probability matrix ordered by ``classes``; -1 when the
+    model does not know the label (such a row can only count as an error)."""
+    column = {int(c): i for i, c in enumerate(classes)}
+    return np.asarray([column.get(int(y), -1) for y in y_true], dtype=np.int64)
+
+
+def calibration_error(probabilities: np.ndarray, classes: np.ndarray, y_true: np.ndarray) -> float:
+    """Expected calibration error (15 bins) of (N, C) probabilities against true labels."""
+    # imported here: the calibration module needs torch, which a TF-IDF evaluation does not
+    from prodclass.training.calibration import expected_calibration_error
+
+    if len(y_true) == 0:
+        return 0.0
+    return expected_calibration_error(probabilities, target_index(classes, y_true))
+
+
 def summary(metrics: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of a metrics dict (no per-class detail)."""
     return {k: metrics[k] for k in ("n", "accuracy", "weighted_f1", "macro_f1")}

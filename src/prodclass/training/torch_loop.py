@@ -151,7 +151,8 @@ def train_epochs(
                 try:
                     on_epoch_end(epoch, val_f1)
                 except Exception:
-                    # stopped on purpose (e.g. pruned): nothing to resume, so no checkpoint kept
+                    # stopped on purpose (e.g. pruned): nothing to resume, so no checkpoint kept.
+                    # A crash or Ctrl-C (KeyboardInterrupt, not an Exception) keeps it.
                     if checkpoint_path is not None:
                         checkpoint_path.unlink(missing_ok=True)
                     raise

@@ -19,6 +19,7 @@ from prodclass.registry.model_registry import log_model
 from prodclass.registry.tracking import configure_mlflow
 from prodclass.settings import Settings
 from prodclass.training.evaluate import evaluate_model
+from prodclass.training.latency import latency_metrics
 from prodclass.training.metrics import summary
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,12 @@ def train_model(
     family_params: dict[str, Any],
     settings: Settings,
     out_dir: Path,
+    latency: bool = True,
 ) -> TrainResult:
-    """Train ``family`` on the train split of ``prepared_dir``; validate on the val split."""
+    """Train ``family`` on the train split of ``prepared_dir``; validate on the val split.
+
+    ``latency``: also time ``predict_proba`` on validation rows (batch 1 and 32) and log it.
+    """
     configure_mlflow(settings)
     train = load_prepared(prepared_dir, "train")
     val = load_prepared(prepared_dir, "val")
@@ -84,8 +89,18 @@ def train_model(
         facts = model.fit(train, val)
         mlflow.log_metric("train_seconds", time.perf_counter() - start)
         mlflow.log_metrics({k: float(v) for k, v in facts.items() if isinstance(v, int | float)})
-        validation, _ = evaluate_model(model, val, model_uri=f"runs:/{run.info.run_id}/model")
+        for epoch in facts.get("history", []):  # per-epoch curves, when the family has epochs
+            step = int(epoch["epoch"])
+            mlflow.log_metrics({k: v for k, v in epoch.items() if k != "epoch"}, step=step)
+        validation, _ = evaluate_model(
+            model, val, model_uri=f"runs:/{run.info.run_id}/model", latency=latency
+        )
         mlflow.log_metrics({f"val_{k}": v for k, v in summary(validation).items() if v is not None})
+        mlflow.log_metric("val_ece", validation["ece"])
+        if "latency" in validation:
+            mlflow.log_metrics(
+                {f"val_{k}": v for k, v in latency_metrics(validation["latency"]).items()}
+            )
         for modality, numbers in validation["by_modality"].items():
             mlflow.log_metric(f"val_{modality}_weighted_f1", numbers["weighted_f1"])
         mlflow.log_dict(validation, "reports/validation_metrics.json")
@@ -99,6 +114,7 @@ def train_model(
             model_uri=model_uri,
             model_dir=str(out_dir),
             family=family,
-            validation=summary(validation) | {"by_modality": validation["by_modality"]},
+            validation=summary(validation)
+            | {k: validation[k] for k in ("ece", "by_modality", "latency") if k in validation},
             tracking_uri=settings.tracking_uri,
         )

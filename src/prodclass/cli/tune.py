@@ -1,0 +1,98 @@
+"""`prodclass tune`: hyper-parameter search for one model family (Optuna + MLflow).
+
+Each trial is a child MLflow run of one `tune-<family>` run; the best values are merged into
+params.yaml (comments kept) unless --no-write-params.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from prodclass.cli.common import console, data_dir_or_default, settings, user_errors
+from prodclass.params import SplitSection
+
+
+@contextmanager
+def _prepared_folder(
+    data: Path | None, prepared: Path | None, split: SplitSection
+) -> Iterator[Path]:
+    """``prepared`` as is, else ``data`` validated and split into a temporary folder."""
+    if prepared is not None:
+        if data is not None:
+            raise ValueError("give --data or --prepared, not both")
+        yield prepared
+        return
+    from prodclass.data.prepare import SplitParams, prepare
+    from prodclass.data.validate import validate
+
+    validated = validate(data_dir_or_default(data), workers=settings().image_check_workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "prepared"
+        prepare(validated, out, SplitParams(split.val_size, split.test_size, split.seed))
+        yield out
+
+
+def tune(
+    trials: Annotated[int, typer.Option(min=1, help="Number of Optuna trials.")],
+    model_family: Annotated[
+        str | None, typer.Option(help="Model family to tune (default from params).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Raw challenge folder (prepared on the fly).")
+    ] = None,
+    prepared: Annotated[
+        Path | None, typer.Option(help="Prepared folder from `data prepare`.")
+    ] = None,
+    params: Annotated[
+        Path | None, typer.Option(help="params.yaml (default: PRODCLASS_PARAMS_FILE).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop starting new trials after this many seconds.")
+    ] = None,
+    write_params: Annotated[
+        bool,
+        typer.Option(
+            "--write-params/--no-write-params",
+            help="Write the best values into params.yaml under families.<family>.",
+        ),
+    ] = True,
+) -> None:
+    """Search a family's hyper-parameters for the best validation weighted F1 (Optuna)."""
+    from prodclass.params import load_params
+    from prodclass.training.tune import check_tunable, tune_family, write_family_params
+
+    with user_errors():
+        params_file = params or settings().params_file
+        pipeline_params = load_params(params_file)
+        family = model_family or pipeline_params.train.model_family
+        check_tunable(family)
+        with _prepared_folder(data, prepared, pipeline_params.split) as prepared_dir:
+            result = tune_family(
+                prepared_dir,
+                family,
+                pipeline_params.family_params(family),
+                settings(),
+                n_trials=trials,
+                timeout=timeout,
+            )
+        if write_params:
+            write_family_params(params_file, family, result.best_params)
+    values = ", ".join(f"{k}={v}" for k, v in result.best_params.items())
+    console.print(
+        escape(
+            f"best trial {result.best_trial} of {len(result.trials)} ({result.n_pruned} pruned): "
+            f"val weighted F1 {result.best_value} with {values}"
+        )
+    )
+    console.print(f"MLflow parent run {result.parent_run_id} ({escape(result.tracking_uri)})")
+    if write_params:
+        console.print(escape(f"params written to {params_file} under families.{family}"))
+    else:
+        console.print("params not written (--no-write-params)")
