@@ -29,9 +29,14 @@ def trained_twice(sample, tmp_path_factory):
     get_settings.cache_clear()
     _run("data", "prepare", "--out", root / "prepared")
     weak = root / "weak.yaml"
-    weak.write_text("families:\n  tfidf-linear:\n    C: 0.001\n    classifier: logreg\n")
+    weak.write_text(
+        "train:\n  model_family: tfidf-linear\n"
+        "families:\n  tfidf-linear:\n    C: 0.001\n    classifier: logreg\n"
+    )
+    strong = root / "strong.yaml"  # the registry, not the model, is under test: fast family
+    strong.write_text("train:\n  model_family: tfidf-linear\n")
     candidates = []
-    for name, params in (("strong", None), ("weak", weak)):
+    for name, params in (("strong", strong), ("weak", weak)):
         args = [
             "train",
             "--prepared",
@@ -41,7 +46,7 @@ def trained_twice(sample, tmp_path_factory):
             "--report",
             root / f"{name}.json",
         ]
-        _run(*args, *(["--params", params] if params else []))
+        _run(*args, "--params", params)
         _run(
             "evaluate",
             "--prepared",

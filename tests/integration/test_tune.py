@@ -19,7 +19,7 @@ runner = CliRunner()
 
 FAMILY = "tfidf-linear"
 # A second family block, hand-written with a comment, that tuning tfidf-linear must not touch.
-OTHER_BLOCK = "  multimodal-effnet:\n    hidden: 128  # hand-picked, keep\n"
+OTHER_BLOCK = "  text-lstm:\n    hidden: 64  # hand-picked, keep\n"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def prepared(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def params_file(tmp_path: Path) -> Path:
     """A copy of the project's params.yaml with one more family block."""
     text = (PROJECT_ROOT / "params.yaml").read_text()
-    if "\n  multimodal-effnet:" not in text:
+    if "\n  text-lstm:" not in text:
         assert "\npromotion:" in text
         text = text.replace("\npromotion:", "\n" + OTHER_BLOCK.rstrip("\n") + "\npromotion:", 1)
     path = tmp_path / "params.yaml"
@@ -109,7 +109,7 @@ def test_trials_are_child_runs_of_one_parent_and_best_params_are_written(
     assert "# hand-picked, keep" in after and after.startswith("# Parameters of the DVC")
     others_before = {k: v for k, v in yaml.safe_load(before)["families"].items() if k != FAMILY}
     others_after = {k: v for k, v in yaml.safe_load(after)["families"].items() if k != FAMILY}
-    assert others_after == others_before and "multimodal-effnet" in others_after
+    assert others_after == others_before and "text-lstm" in others_after
 
 
 @pytest.mark.slow  # trains tfidf-linear once per trial

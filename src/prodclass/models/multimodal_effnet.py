@@ -1,6 +1,12 @@
 """Families `multimodal-effnet` and `image-effnet`: EfficientNet-Lite photo branch + hashed
-n-gram text branch (title, description and the words read on the photo) + the TF-IDF model
-stacked in, fused by one head (``multimodal.py``), temperature-calibrated.
+n-gram text branch (title, description and the words read on the photo) + two stacked members,
+fused by one head (``multimodal.py``), temperature-calibrated.
+
+The stacked members are the strong simple models of each modality: TF-IDF + linear model over
+the product's words, and a logistic regression over the frozen pretrained photo features. They
+are fitted out of fold on the training rows, so the net sees how good they are on products
+they never saw, and it starts from their combined answer (late fusion) and learns corrections:
+with 2,000 products, a net left to learn everything alone did worse than either member.
 
 Training on a CPU stays fast because the frozen part of the image network runs once per photo
 and view, and Tesseract once per photo (both cached on disk by content hash); each epoch only
@@ -15,9 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import joblib
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from prodclass.models.base import FamilyParams, ProductClassifier
@@ -45,6 +53,7 @@ log = logging.getLogger(__name__)
 
 NET_FILE = "net.pt"
 TFIDF_DIR = "tfidf"
+PHOTO_MEMBER_FILE = "photo_member.joblib"
 
 # What a product's words are made of, per input variant: the full product, and what is left of
 # it when modality dropout hides its photo (no OCR words either) or its text.
@@ -56,7 +65,7 @@ class MultimodalEffnetParams(FamilyParams):
     use_text: bool = True  # hashed n-gram branch (and TF-IDF stacking) over the product's words
     use_image: bool = True  # EfficientNet-Lite branch
     ocr: bool = True  # add the words Tesseract reads on the photo to the product's words
-    variant: str = "efficientnet-lite0"
+    variant: str = "efficientnet-lite2"  # ImageNet-pretrained, 260 px; lite0 is 2.5x cheaper
     trainable_blocks: int = 1
     views: tuple[str, ...] = ("orig", "hflip")  # cached augmentations of each photo
     hidden: int = 256
@@ -65,11 +74,13 @@ class MultimodalEffnetParams(FamilyParams):
     text_buckets: int = 2**18
     text_dim: int = 64
     stack_tfidf: bool = True
+    stack_photo: bool = True  # logistic regression over frozen pretrained photo features
+    photo_member_C: float = 0.1  # its inverse regularisation strength
     stack_folds: int = 5
     tfidf: dict[str, Any] = {}
     epochs: int = 25
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 5e-4
     image_lr: float = 2e-4  # discriminative: pretrained blocks move ten times slower
     weight_decay: float = 0.01
     label_smoothing: float = 0.05
@@ -88,7 +99,7 @@ class _Inputs:
     photo_index: np.ndarray  # (N,) row of each product in acts (-1: no photo)
     acts: np.ndarray  # (N_photo, V, C, h, w) float16 trunk activations
     ids: dict[str, list[list[int]]]  # variant -> per-product n-gram ids
-    stacked: dict[str, np.ndarray]  # variant -> (N, C) TF-IDF member log-probabilities
+    stacked: dict[str, np.ndarray]  # variant -> (N, members * C) member log-probabilities
     words: list[str]  # title + description + OCR words, what the TF-IDF member reads
 
 
@@ -113,6 +124,8 @@ class MultimodalEffnetClassifier(ProductClassifier):
         )
         self.net: MultimodalNet | None = None
         self.tfidf: TfidfLinearClassifier | None = None
+        self.photo_member: LogisticRegression | None = None
+        self._frozen_tail: EffNetTail | None = None
         self.temperature = 1.0
         self._trunk: EffNetTrunk | None = None
         self.cache: FeatureCache | None = None  # None: the one under settings.state_dir
@@ -124,6 +137,70 @@ class MultimodalEffnetClassifier(ProductClassifier):
                 load_pretrained_effnet(self.params.variant), self.effnet_config
             )
         return self._trunk
+
+    def _members(self) -> int:
+        """How many stacked members this configuration has (0, 1 or 2)."""
+        p = self.params
+        return int(p.use_text and p.stack_tfidf) + int(p.use_image and p.stack_photo)
+
+    def _frozen_features(self, acts: np.ndarray) -> np.ndarray:
+        """(N_photo, V, D) pooled features of the untouched pretrained network: what the photo
+        member reads. Cheap: only the last blocks run, over cached trunk activations."""
+        if self._frozen_tail is None:
+            tail = EffNetTail(load_pretrained_effnet(self.params.variant), self.effnet_config)
+            self._frozen_tail = tail.requires_grad_(False).eval()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(acts), 128):
+                chunk = torch.from_numpy(acts[start : start + 128].astype(np.float32))
+                n, v = chunk.shape[:2]
+                pooled = self._frozen_tail(chunk.flatten(0, 1))  # (n * V, D)
+                out.append(pooled.reshape(n, v, -1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, acts.shape[1], 0), np.float32)
+
+    def _photo_logproba(
+        self, member: LogisticRegression | None, features: np.ndarray, has_image: np.ndarray
+    ) -> np.ndarray:
+        """(N, C) log-probabilities of the photo member (zeros for products without a photo)."""
+        out = np.zeros((len(has_image), len(self.classes_)), dtype=np.float32)
+        if member is None or not has_image.any():
+            return out
+        columns = [int(np.flatnonzero(self.classes_ == c)[0]) for c in member.classes_]
+        proba = np.full((len(features), len(self.classes_)), 1e-6, dtype=np.float32)
+        proba[:, columns] = member.predict_proba(features)
+        out[has_image] = np.log(np.clip(proba, 1e-6, 1.0))
+        return out
+
+    def _new_photo_member(self) -> LogisticRegression:
+        return LogisticRegression(
+            C=self.params.photo_member_C, class_weight="balanced", max_iter=2000
+        )
+
+    def _oof_photo_logproba(
+        self, labels: np.ndarray, features: np.ndarray, has_image: np.ndarray
+    ) -> np.ndarray:
+        """Out-of-fold photo member log-probabilities of the training rows (every view of a
+        fold's photos teaches it; held-out photos are scored as they are, unmirrored)."""
+        out = np.zeros((len(has_image), len(self.classes_)), dtype=np.float32)
+        if has_image.sum() < 2 * self.params.stack_folds:
+            log.warning("too few photos (%d) to stack the photo member", has_image.sum())
+            return out
+        y = labels[has_image]
+        folds = StratifiedKFold(
+            self.params.stack_folds, shuffle=True, random_state=self.params.seed
+        )
+        photo_rows = np.flatnonzero(has_image)
+        for fold_train, fold_out in folds.split(features, y):
+            member = self._new_photo_member()
+            views = features.shape[1]
+            member.fit(
+                features[fold_train].reshape(-1, features.shape[2]),
+                np.repeat(y[fold_train], views),
+            )
+            held_out = np.zeros(len(has_image), dtype=bool)
+            held_out[photo_rows[fold_out]] = True
+            out[held_out] = self._photo_logproba(member, features[fold_out, 0], held_out)[held_out]
+        return out
 
     def _ocr_words(self, products: pd.DataFrame) -> list[str]:
         if not (self.params.ocr and self.params.use_text):
@@ -168,18 +245,31 @@ class MultimodalEffnetClassifier(ProductClassifier):
             )
         ocr = self._ocr_words(products)
         words = self._words(products, ocr)
-        ids, stacked = {}, {}
+        ids: dict[str, list[list[int]]] = {}
         for v in variants:
             if self.text_config is not None:
                 ids[v] = [text_to_ids(w, self.text_config) for w in words[v]]
             else:
                 ids[v] = [[] for _ in range(len(products))]
+        parts: dict[str, list[np.ndarray]] = {v: [] for v in variants}
         if self.params.use_text and self.params.stack_tfidf:
-            stacked = (
+            text_parts = (
                 self._oof_member_logproba(products, words, variants)
                 if oof_stack
                 else {v: self._member_logproba(self.tfidf, words[v]) for v in variants}
             )
+            for v in variants:
+                parts[v].append(text_parts[v])
+        if self.params.use_image and self.params.stack_photo:
+            features = self._frozen_features(acts) if has_image.any() else acts
+            if oof_stack:
+                labels = np.asarray([int(c) for c in products["label"]])
+                photo = self._oof_photo_logproba(labels, features, has_image)
+            else:
+                photo = self._photo_logproba(self.photo_member, features[:, 0], has_image)
+            for v in variants:  # a hidden photo hides its member's answer too
+                parts[v].append(np.zeros_like(photo) if v == "text_only" else photo)
+        stacked = {v: np.concatenate(parts[v], axis=1) for v in variants if parts[v]}
         return _Inputs(
             has_text=(products["text"] != "").to_numpy() & self.params.use_text,
             has_image=has_image,
@@ -308,6 +398,13 @@ class MultimodalEffnetClassifier(ProductClassifier):
         if p.use_text and p.stack_tfidf:
             self.tfidf = TfidfLinearClassifier(TfidfLinearParams(**p.tfidf))
             self.tfidf.fit(pd.DataFrame({"text": train_in.words, "label": train["label"]}))
+        if p.use_image and p.stack_photo and train_in.has_image.any():
+            features = self._frozen_features(train_in.acts)  # (N_photo, V, D)
+            self.photo_member = self._new_photo_member()
+            self.photo_member.fit(
+                features.reshape(-1, features.shape[2]),
+                np.repeat(np.asarray(train["label"], dtype=int)[train_in.has_image], len(p.views)),
+            )
         val_in = self._inputs(val, ("orig",), ("full",))
 
         tail = None
@@ -318,7 +415,8 @@ class MultimodalEffnetClassifier(ProductClassifier):
             hidden=p.hidden,
             dropout=p.dropout,
             image_dim=tail.out_dim if tail is not None else 0,
-            stack_dim=len(self.classes_) if (p.use_text and p.stack_tfidf) else 0,
+            stack_dim=len(self.classes_) if self._members() else 0,
+            stack_members=self._members(),
             text=self.text_config,
         )
         self.net = MultimodalNet(config, tail)
@@ -388,6 +486,8 @@ class MultimodalEffnetClassifier(ProductClassifier):
         )
         if self.tfidf is not None:
             self.tfidf.save(path / TFIDF_DIR)
+        if self.photo_member is not None:
+            joblib.dump(self.photo_member, path / PHOTO_MEMBER_FILE, compress=3)
 
     def _load_files(self, path: Path) -> None:
         saved = torch.load(path / NET_FILE, weights_only=True)
@@ -403,6 +503,8 @@ class MultimodalEffnetClassifier(ProductClassifier):
         self.temperature = float(saved["temperature"])
         if (path / TFIDF_DIR).is_dir():
             self.tfidf = TfidfLinearClassifier.load(path / TFIDF_DIR)  # type: ignore[assignment]
+        if (path / PHOTO_MEMBER_FILE).is_file():
+            self.photo_member = joblib.load(path / PHOTO_MEMBER_FILE)
 
 
 class ImageEffnetParams(MultimodalEffnetParams):

@@ -1,0 +1,237 @@
+"""The `multimodal-effnet` and `image-effnet` families, trained on real sample products.
+
+Real EfficientNet-Lite0 weights (pip package), real Tesseract OCR, real photos and titles of
+six product types. The tests assert behaviour: every modality predicts on its own, hiding an
+input changes the answer, the folder is self-contained, the photo branch alone classifies
+photos, the run lands in MLflow. Accuracy on the whole sample is the benchmark's and the
+issue note's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tests.conftest import copy_subset
+
+from prodclass.data.layout import ChallengeLayout, read_features, read_labels
+from prodclass.data.prepare import SplitParams, load_prepared, prepare
+from prodclass.data.validate import validate
+from prodclass.models.multimodal_effnet import (
+    NET_FILE,
+    TFIDF_DIR,
+    MultimodalEffnetClassifier,
+    MultimodalEffnetParams,
+)
+from prodclass.models.registry import create, load_model_dir
+from prodclass.registry.model_registry import load_classifier, register
+from prodclass.settings import get_settings
+from prodclass.training.train import train_model
+
+# six product types that look and read differently; 40 real rows each
+CODES = ("10", "1280", "1920", "1940", "2522", "2583")
+PER_CODE = 40
+FAST = {
+    "trainable_blocks": 1,
+    "views": ["orig"],
+    "epochs": 6,
+    "patience": 6,
+    "batch_size": 32,
+    "stack_folds": 3,
+    "threads": 1,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_and_own_state(tmp_path_factory) -> Iterator[Path]:
+    """One CPU thread (the machine is shared) and a private state folder (caches, checkpoints)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    state = tmp_path_factory.mktemp("state")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRODCLASS_STATE_DIR", str(state))
+        get_settings.cache_clear()
+        yield state
+    get_settings.cache_clear()
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def prepared(sample: Path, tmp_path_factory) -> Path:
+    layout = ChallengeLayout(sample)
+    rows = read_features(layout.x_train).join(read_labels(layout.y_train))
+    ids = [r for code in CODES for r in rows.index[rows["prdtypecode"] == code][:PER_CODE]]
+    data = copy_subset(sample, tmp_path_factory.mktemp("data"), row_ids=list(ids))
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(validate(data), out, SplitParams())
+    return out
+
+
+@pytest.fixture(scope="module")
+def splits(prepared: Path) -> dict[str, pd.DataFrame]:
+    return {s: load_prepared(prepared, s) for s in ("train", "val", "test")}
+
+
+@pytest.fixture(scope="module")
+def trained(splits) -> tuple[MultimodalEffnetClassifier, dict]:
+    model = create("multimodal-effnet", FAST)
+    facts = model.fit(splits["train"], splits["val"])
+    return model, facts  # type: ignore[return-value]
+
+
+def both_modality_rows(frame: pd.DataFrame, n: int = 8) -> pd.DataFrame:
+    rows = frame[(frame["text"] != "") & (frame["image_path"] != "")].head(n)
+    assert len(rows) == n, "the split has too few products with text and photo"
+    return rows
+
+
+# ---- training ---------------------------------------------------------------------------
+
+
+def test_training_returns_history_and_beats_chance_on_validation(trained, splits):
+    _, facts = trained
+    history = facts["history"]
+    assert [h["epoch"] for h in history] == list(range(1, facts["epochs_run"] + 1))
+    assert facts["best_val_weighted_f1"] == max(h["epoch_val_weighted_f1"] for h in history)
+    assert facts["temperature"] > 0
+    # six classes: chance is ~0.17; a pretrained photo branch plus titles do far better
+    assert facts["best_val_weighted_f1"] > 0.6, facts["best_val_weighted_f1"]
+
+
+def test_only_the_image_tail_and_the_head_train(trained):
+    model, _ = trained
+    net = model.net
+    assert net is not None and net.image_tail is not None
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert any(n.startswith("image_tail.blocks.0") for n in trainable)
+    assert any(n.startswith("text_encoder.") for n in trainable)
+    # the tail holds exactly the last `trainable_blocks` MBConv blocks
+    assert len(net.image_tail.blocks) == FAST["trainable_blocks"]
+
+
+# ---- inference --------------------------------------------------------------------------
+
+
+def test_probabilities_are_distributions_over_the_learnt_codes(trained, splits):
+    model, _ = trained
+    proba = model.predict_proba(splits["test"])
+    assert proba.shape == (len(splits["test"]), len(CODES))
+    assert sorted(str(c) for c in model.classes_) == sorted(CODES)
+    assert (proba >= 0).all() and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_text_only_image_only_and_both_rows_all_predict(trained, splits):
+    model, _ = trained
+    rows = both_modality_rows(splits["test"])
+    serving = rows[["text", "image_path"]].reset_index(drop=True)  # what serving passes
+    text_only = serving.assign(image_path="")
+    image_only = serving.assign(text="")
+    nothing = serving.head(1).assign(text="", image_path="")
+    mixed = pd.concat([serving, text_only, image_only, nothing], ignore_index=True)
+    proba = model.predict_proba(mixed)
+    assert proba.shape == (3 * len(rows) + 1, len(CODES))
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    n = len(rows)
+    both_p, text_p, image_p = proba[:n], proba[n : 2 * n], proba[2 * n : 3 * n]
+    assert np.abs(both_p - text_p).max() > 1e-3  # the photo counts
+    assert np.abs(both_p - image_p).max() > 1e-3  # the title counts
+    # a row's prediction does not depend on the other rows of its batch
+    np.testing.assert_allclose(model.predict_proba(text_only), text_p, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.predict_proba(image_only), image_p, rtol=1e-4, atol=1e-6)
+
+
+def test_photos_alone_are_mostly_classified_right(trained, splits):
+    """Direction: with the text removed, the photo branch (plus the words read on the photo)
+    still finds the product type of most test products that have a photo."""
+    model, _ = trained
+    rows = splits["test"][splits["test"]["image_path"] != ""]
+    predicted = model.predict(rows.assign(text=""))
+    accuracy = float((predicted == rows["label"].astype(int).to_numpy()).mean())
+    assert accuracy > 0.5, accuracy  # chance: ~0.17
+
+
+def test_an_unreadable_photo_is_refused_by_name(trained, tmp_path):
+    model, _ = trained
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not a photo")
+    frame = pd.DataFrame({"text": ["piscine"], "image_path": [str(broken)]})
+    with pytest.raises(ValueError, match="broken.jpg"):
+        model.predict_proba(frame)
+
+
+# ---- the saved folder -------------------------------------------------------------------
+
+
+def test_save_and_load_give_identical_predictions(trained, splits, tmp_path):
+    model, _ = trained
+    folder = model.save(tmp_path / "model")
+    assert (folder / NET_FILE).is_file() and (folder / TFIDF_DIR).is_dir()
+    expected = model.predict_proba(splits["test"])
+    loaded = load_model_dir(folder)
+    np.testing.assert_allclose(loaded.predict_proba(splits["test"]), expected, rtol=1e-5, atol=1e-6)
+    assert list(loaded.classes_) == list(model.classes_)
+    assert loaded.temperature == pytest.approx(model.temperature)
+
+
+# ---- the photo-only family --------------------------------------------------------------
+
+
+def test_image_effnet_learns_from_photos_only_and_still_answers_without_one(splits):
+    model = create("image-effnet", FAST)
+    facts = model.fit(splits["train"], splits["val"])
+    with_photo = splits["train"]["image_path"] != ""
+    assert facts["n_train_rows"] == int(with_photo.sum()) < len(splits["train"])
+    assert model.net is not None and model.net.text_encoder is None
+    test = splits["test"]
+    photos = test[test["image_path"] != ""]
+    accuracy = float((model.predict(photos) == photos["label"].astype(int).to_numpy()).mean())
+    assert accuracy > 0.4, accuracy  # chance: ~0.17
+    proba = model.predict_proba(test[test["image_path"] == ""].head(3))
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+# ---- params -----------------------------------------------------------------------------
+
+
+def test_unknown_or_invalid_params_are_refused():
+    with pytest.raises(ValueError):
+        MultimodalEffnetParams(image_layers=2)  # type: ignore[call-arg]
+    with pytest.raises(ValueError):
+        create("multimodal-effnet", {"variant": "resnet50"})
+    with pytest.raises(ValueError, match="validation split"):
+        create("multimodal-effnet", FAST).fit(pd.DataFrame(), None)
+
+
+# ---- the training pipeline --------------------------------------------------------------
+
+
+def test_train_model_logs_a_run_and_a_model_that_registers_and_loads(
+    isolated_settings, prepared, splits, tmp_path
+):
+    settings = get_settings()
+    params = FAST | {"epochs": 2}
+    result = train_model(prepared, "multimodal-effnet", params, settings, tmp_path / "candidate")
+
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.data.params["model_family"] == "multimodal-effnet"
+    for metric in ("val_weighted_f1", "best_val_weighted_f1", "temperature", "val_ece"):
+        assert metric in run.data.metrics, metric
+    curve = client.get_metric_history(result.run_id, "epoch_val_weighted_f1")
+    assert [m.step for m in curve] == [1, 2]  # one point per epoch
+    assert set(result.validation["by_modality"]) == {"text_only", "image_only", "both"}
+
+    version = register(result.model_uri, settings.registered_model_name, {}, {})
+    registered = load_classifier(f"models:/{settings.registered_model_name}/{version}")
+    local = load_model_dir(Path(result.model_dir))
+    assert registered.family == "multimodal-effnet"
+    rows = splits["test"].head(12)
+    np.testing.assert_allclose(
+        registered.predict_proba(rows), local.predict_proba(rows), rtol=1e-5, atol=1e-6
+    )
+    assert not list(isolated_settings.rglob("multimodal-effnet-*.pt"))  # checkpoint cleaned up
