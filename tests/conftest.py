@@ -14,6 +14,9 @@ from prodclass.data.layout import X_TEST, X_TRAIN, Y_TRAIN, ChallengeLayout
 from prodclass.settings import get_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# six product types that look and read differently, PER_CODE real rows each (model tests)
+SIX_CODES = ("10", "1280", "1920", "1940", "2522", "2583")
+PER_CODE = 40
 
 
 def sample_dir() -> Path:

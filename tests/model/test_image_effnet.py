@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +33,6 @@ TOY_CODES = ("1280",)  # children's toys: the control group
 # ImageNet classes a photo of a printed thing lands in (book jacket, comic book, web site)
 PRINTED = {921, 917, 916}
 BOOKISH = PRINTED | {549, 446}  # + envelope, binder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def photos_of(sample: Path, codes: tuple[str, ...], n_per_code: int) -> list[Path]:

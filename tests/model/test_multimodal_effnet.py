@@ -9,19 +9,14 @@ issue note's job.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from tests.conftest import copy_subset
+from tests.conftest import SIX_CODES
 
-from prodclass.data.layout import ChallengeLayout, read_features, read_labels
-from prodclass.data.prepare import SplitParams, load_prepared, prepare
-from prodclass.data.validate import validate
 from prodclass.models.multimodal_effnet import (
     NET_FILE,
     TFIDF_DIR,
@@ -33,9 +28,7 @@ from prodclass.registry.model_registry import load_classifier, register
 from prodclass.settings import get_settings
 from prodclass.training.train import train_model
 
-# six product types that look and read differently; 40 real rows each
-CODES = ("10", "1280", "1920", "1940", "2522", "2583")
-PER_CODE = 40
+CODES = SIX_CODES
 FAST = {
     "trainable_blocks": 1,
     "views": ["orig"],
@@ -48,33 +41,18 @@ FAST = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread_and_own_state(tmp_path_factory) -> Iterator[Path]:
-    """One CPU thread (the machine is shared) and a private state folder (caches, checkpoints)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    state = tmp_path_factory.mktemp("state")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PRODCLASS_STATE_DIR", str(state))
-        get_settings.cache_clear()
-        yield state
-    get_settings.cache_clear()
-    torch.set_num_threads(before)
+def own_state(state_dir: Path) -> Path:
+    return state_dir
 
 
 @pytest.fixture(scope="module")
-def prepared(sample: Path, tmp_path_factory) -> Path:
-    layout = ChallengeLayout(sample)
-    rows = read_features(layout.x_train).join(read_labels(layout.y_train))
-    ids = [r for code in CODES for r in rows.index[rows["prdtypecode"] == code][:PER_CODE]]
-    data = copy_subset(sample, tmp_path_factory.mktemp("data"), row_ids=list(ids))
-    out = tmp_path_factory.mktemp("prepared")
-    prepare(validate(data), out, SplitParams())
-    return out
+def prepared(six_codes_prepared: Path) -> Path:
+    return six_codes_prepared
 
 
 @pytest.fixture(scope="module")
-def splits(prepared: Path) -> dict[str, pd.DataFrame]:
-    return {s: load_prepared(prepared, s) for s in ("train", "val", "test")}
+def splits(six_codes_splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    return six_codes_splits
 
 
 @pytest.fixture(scope="module")

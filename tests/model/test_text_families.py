@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,25 +39,6 @@ TRANSFORMER = {
 
 class Interrupted(KeyboardInterrupt):
     """Stands for a crash or Ctrl-C mid-training (not a deliberate stop): the checkpoint stays."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory) -> Iterator[Path]:
-    """Checkpoints go to a fresh state folder, never the project's."""
-    state = tmp_path_factory.mktemp("state")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PRODCLASS_STATE_DIR", str(state))
-        get_settings.cache_clear()
-        yield state
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -128,3 +128,4 @@ class MultimodalNet(nn.Module):
             gains = self.stack_gain(flags)  # (B, M)
             logits = logits + (gains[:, :, None] * per_member).sum(dim=1)
         return logits
+

@@ -30,13 +30,12 @@ from torch import nn
 from prodclass.data.images import ImageError, open_image
 from prodclass.models.base import FamilyParams, ProductClassifier
 from prodclass.models.multimodal import hide_one_modality
-from prodclass.training.calibration import fit_temperature
 from prodclass.training.torch_loop import (
     LoopConfig,
     checkpoint_path_for,
     class_weights,
+    fit_and_calibrate,
     seed_everything,
-    train_epochs,
 )
 
 log = logging.getLogger(__name__)
@@ -417,7 +416,7 @@ class MultimodalClipClassifier(ProductClassifier):
         # the resolved backbone is part of the key: another PRODCLASS_CLIP_MODEL never resumes
         key = p.model_copy(update={"backbone": self.backbone_source}).model_dump_json()
         checkpoint = checkpoint_path_for(self.family, key, train.index)
-        result = train_epochs(
+        self.temperature, facts = fit_and_calibrate(
             net,
             optimizer,
             loss_fn,
@@ -429,18 +428,10 @@ class MultimodalClipClassifier(ProductClassifier):
             checkpoint_path=checkpoint,
             on_epoch_end=self.epoch_callback,
         )
-        checkpoint.unlink(missing_ok=True)
-        keep = y_val >= 0
-        self.temperature = fit_temperature(self._logits(val)[keep], y_val[keep])
-        return {
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "best_val_weighted_f1": result.best_val_weighted_f1,
-            "temperature": self.temperature,
+        return facts | {
             "n_train_rows": len(train),
             "trainable_backbone_params": n_tower,
             "frozen_backbone_params": n_all - n_head - n_tower,
-            "history": result.history,
         }
 
     # ---- inference ----------------------------------------------------------------------

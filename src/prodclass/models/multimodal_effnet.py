@@ -37,16 +37,19 @@ from prodclass.models.image_effnet import (
     encoder_version,
     load_pretrained_effnet,
 )
-from prodclass.models.multimodal import MultimodalConfig, MultimodalNet, hide_one_modality
+from prodclass.models.multimodal import (
+    MultimodalConfig,
+    MultimodalNet,
+    hide_one_modality,
+)
 from prodclass.models.text_hashed import HashedTextConfig, pack, text_to_ids
 from prodclass.models.tfidf_linear import TfidfLinearClassifier, TfidfLinearParams
-from prodclass.training.calibration import fit_temperature
 from prodclass.training.torch_loop import (
     LoopConfig,
     checkpoint_path_for,
     class_weights,
+    fit_and_calibrate,
     seed_everything,
-    train_epochs,
 )
 
 log = logging.getLogger(__name__)
@@ -129,6 +132,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
         self.temperature = 1.0
         self._trunk: EffNetTrunk | None = None
         self.cache: FeatureCache | None = None  # None: the one under settings.state_dir
+        self.ocr_cache_dir: Path | None = None  # None: state_dir/ocr-cache
 
     # ---- inputs -------------------------------------------------------------------------
     def _trunk_model(self) -> EffNetTrunk:
@@ -210,7 +214,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
         settings = _settings()
         return read_photos(
             list(products["image_path"]),
-            settings.state_dir / "ocr-cache",
+            self.ocr_cache_dir or settings.state_dir / "ocr-cache",
             workers=settings.ocr_workers,
         )
 
@@ -420,6 +424,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
             text=self.text_config,
         )
         self.net = MultimodalNet(config, tail)
+        weights = class_weights(y_train, len(self.classes_))
         tail_params = {id(q) for q in tail.parameters()} if tail is not None else set()
         groups = [
             {"params": [q for q in self.net.parameters() if id(q) not in tail_params], "lr": p.lr}
@@ -427,9 +432,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
         if tail is not None:
             groups.append({"params": list(tail.parameters()), "lr": p.image_lr})
         optimizer = torch.optim.AdamW(groups, weight_decay=p.weight_decay)
-        loss_fn = torch.nn.CrossEntropyLoss(
-            weight=class_weights(y_train, len(self.classes_)), label_smoothing=p.label_smoothing
-        )
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=p.label_smoothing)
 
         def batches(rng: np.random.Generator):
             order = rng.permutation(len(train))
@@ -439,7 +442,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
                 yield self._batch(train_in, rows, view, rng), torch.from_numpy(y_train[rows])
 
         checkpoint = checkpoint_path_for(self.family, p.model_dump_json(), train.index)
-        result = train_epochs(
+        self.temperature, facts = fit_and_calibrate(
             self.net,
             optimizer,
             loss_fn,
@@ -451,17 +454,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
             checkpoint_path=checkpoint,
             on_epoch_end=self.epoch_callback,
         )
-        checkpoint.unlink(missing_ok=True)
-        keep = y_val >= 0
-        self.temperature = fit_temperature(self._logits(val_in)[keep], y_val[keep])
-        return {
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "best_val_weighted_f1": result.best_val_weighted_f1,
-            "temperature": self.temperature,
-            "n_train_rows": len(train),
-            "history": result.history,
-        }
+        return facts | {"n_train_rows": len(train)}
 
     # ---- inference ----------------------------------------------------------------------
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:

@@ -26,14 +26,13 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from prodclass.models.base import FamilyParams, ProductClassifier
-from prodclass.training.calibration import fit_temperature
 from prodclass.training.torch_loop import (
     Batch,
     LoopConfig,
     checkpoint_path_for,
     class_weights,
+    fit_and_calibrate,
     seed_everything,
-    train_epochs,
 )
 
 log = logging.getLogger(__name__)
@@ -314,7 +313,7 @@ class TextLstmClassifier(ProductClassifier):
                 yield pad_batch([train_ids[i] for i in chosen]), torch.from_numpy(y_train[chosen])
 
         checkpoint = checkpoint_path_for(self.family, p.model_dump_json(), data_key(rows, val_rows))
-        result = train_epochs(
+        self.temperature, facts = fit_and_calibrate(
             self.net,
             optimizer,
             loss_fn,
@@ -325,23 +324,9 @@ class TextLstmClassifier(ProductClassifier):
             seed=p.seed,
             checkpoint_path=checkpoint,
             on_epoch_end=self.epoch_callback,
+            calibrate=p.calibrate,
         )
-        checkpoint.unlink(missing_ok=True)
-
-        known = y_val >= 0
-        self.temperature = 1.0
-        if p.calibrate and known.any():
-            self.temperature = fit_temperature(self._logits(val_ids)[known], y_val[known])
-        return {
-            "n_train_text_rows": len(rows),
-            "vocabulary_size": len(self.vocabulary),
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "best_val_weighted_f1": result.best_val_weighted_f1,
-            "resumed_from_epoch": result.resumed_from_epoch,
-            "temperature": self.temperature,
-            "history": result.history,
-        }
+        return facts | {"n_train_text_rows": len(rows), "vocabulary_size": len(self.vocabulary)}
 
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:
         if self.net is None:

@@ -20,14 +20,13 @@ from torch import nn
 
 from prodclass.models.base import FamilyParams, ProductClassifier
 from prodclass.models.text_lstm import class_prior, data_key, label_indices, torch_threads
-from prodclass.training.calibration import fit_temperature
 from prodclass.training.torch_loop import (
     Batch,
     LoopConfig,
     checkpoint_path_for,
     class_weights,
+    fit_and_calibrate,
     seed_everything,
-    train_epochs,
 )
 
 log = logging.getLogger(__name__)
@@ -185,7 +184,7 @@ class TextTransformerClassifier(ProductClassifier):
         checkpoint = checkpoint_path_for(
             self.family, p.model_dump_json() + "\x1f" + backbone, data_key(rows, val_rows)
         )
-        result = train_epochs(
+        self.temperature, facts = fit_and_calibrate(
             self.net,
             optimizer,
             loss_fn,
@@ -196,22 +195,9 @@ class TextTransformerClassifier(ProductClassifier):
             seed=p.seed,
             checkpoint_path=checkpoint,
             on_epoch_end=self.epoch_callback,
+            calibrate=p.calibrate,
         )
-        checkpoint.unlink(missing_ok=True)
-
-        known = y_val >= 0
-        self.temperature = 1.0
-        if p.calibrate and known.any():
-            self.temperature = fit_temperature(self._logits(val_texts)[known], y_val[known])
-        return {
-            "n_train_text_rows": len(rows),
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "best_val_weighted_f1": result.best_val_weighted_f1,
-            "resumed_from_epoch": result.resumed_from_epoch,
-            "temperature": self.temperature,
-            "history": result.history,
-        }
+        return facts | {"n_train_text_rows": len(rows)}
 
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:
         if self.net is None:

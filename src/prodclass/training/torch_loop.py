@@ -162,6 +162,43 @@ def train_epochs(
     return result
 
 
+def fit_and_calibrate(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    train_batches: Callable[[np.random.Generator], Iterable[Batch]],
+    val_logits: Callable[[], np.ndarray],
+    y_val: np.ndarray,
+    config: LoopConfig,
+    seed: int,
+    checkpoint_path: Path,
+    on_epoch_end: Callable[[int, float], None] | None = None,
+    calibrate: bool = True,
+) -> tuple[float, dict[str, Any]]:
+    """What every torch family's ``fit`` ends with: the epoch loop (``train_epochs``), the
+    checkpoint removed once it is no longer needed, then the temperature fitted on the
+    validation rows whose class the model knows. Returns (temperature, the facts to log)."""
+    result = train_epochs(
+        net, optimizer, loss_fn, train_batches, val_logits, y_val, config, seed,
+        checkpoint_path=checkpoint_path, on_epoch_end=on_epoch_end,
+    )  # fmt: skip
+    checkpoint_path.unlink(missing_ok=True)
+    known = y_val >= 0
+    temperature = 1.0
+    if calibrate and known.any():
+        from prodclass.training.calibration import fit_temperature
+
+        temperature = fit_temperature(val_logits()[known], y_val[known])
+    return temperature, {
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "best_val_weighted_f1": result.best_val_weighted_f1,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "temperature": temperature,
+        "history": result.history,
+    }
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 

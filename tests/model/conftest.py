@@ -1,0 +1,54 @@
+"""Fixtures shared by the model tests: one CPU thread, a private state folder, and a small real
+prepared subset of the sample with six product types that look and read differently."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from tests.conftest import PER_CODE, SIX_CODES, copy_subset
+
+from prodclass.data.layout import ChallengeLayout, read_features, read_labels
+from prodclass.data.prepare import SplitParams, load_prepared, prepare
+from prodclass.data.validate import validate
+from prodclass.settings import get_settings
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One CPU thread per test module: the machine (2 cores) is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory) -> Iterator[Path]:
+    """Caches and checkpoints go to a fresh state folder, never the project's."""
+    state = tmp_path_factory.mktemp("state")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRODCLASS_STATE_DIR", str(state))
+        get_settings.cache_clear()
+        yield state
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def six_codes_prepared(sample: Path, tmp_path_factory) -> Path:
+    """A prepared folder of ``PER_CODE`` real rows of each of ``SIX_CODES``."""
+    layout = ChallengeLayout(sample)
+    rows = read_features(layout.x_train).join(read_labels(layout.y_train))
+    ids = [r for code in SIX_CODES for r in rows.index[rows["prdtypecode"] == code][:PER_CODE]]
+    data = copy_subset(sample, tmp_path_factory.mktemp("data"), row_ids=list(ids))
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(validate(data), out, SplitParams())
+    return out
+
+
+@pytest.fixture(scope="module")
+def six_codes_splits(six_codes_prepared: Path) -> dict[str, pd.DataFrame]:
+    return {s: load_prepared(six_codes_prepared, s) for s in ("train", "val", "test")}
