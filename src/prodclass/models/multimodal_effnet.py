@@ -5,8 +5,9 @@ fused by one head (``multimodal.py``), temperature-calibrated.
 The stacked members are the strong simple models of each modality: TF-IDF + linear model over
 the product's words, and a logistic regression over the frozen pretrained photo features. They
 are fitted out of fold on the training rows, so the net sees how good they are on products
-they never saw, and it starts from their combined answer (late fusion) and learns corrections:
-with 2,000 products, a net left to learn everything alone did worse than either member.
+they never saw, and it starts from their combined answer (late fusion, each member weighed by
+a stacker fitted on those out-of-fold answers) and learns corrections: with 2,000 products, a
+net left to learn everything alone did worse than either member.
 
 Training on a CPU stays fast because the frozen part of the image network runs once per photo
 and view, and Tesseract once per photo (both cached on disk by content hash); each epoch only
@@ -40,6 +41,7 @@ from prodclass.models.image_effnet import (
 from prodclass.models.multimodal import (
     MultimodalConfig,
     MultimodalNet,
+    fit_stack_gains,
     hide_one_modality,
 )
 from prodclass.models.text_hashed import HashedTextConfig, pack, text_to_ids
@@ -425,6 +427,15 @@ class MultimodalEffnetClassifier(ProductClassifier):
         )
         self.net = MultimodalNet(config, tail)
         weights = class_weights(y_train, len(self.classes_))
+        if self.net.stack_gain is not None:
+            flags = np.stack([train_in.has_text, train_in.has_image, train_in.has_ocr], axis=1)
+            fit_stack_gains(
+                self.net.stack_gain,
+                torch.from_numpy(flags.astype(np.float32)),
+                torch.from_numpy(train_in.stacked["full"]),
+                torch.from_numpy(y_train),
+                weights,
+            )
         tail_params = {id(q) for q in tail.parameters()} if tail is not None else set()
         groups = [
             {"params": [q for q in self.net.parameters() if id(q) not in tail_params], "lr": p.lr}
