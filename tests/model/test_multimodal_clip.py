@@ -102,6 +102,7 @@ def build_tiny_clip(texts: list[str], folder: Path) -> Path:
         vision_config=small | {"image_size": 32, "patch_size": 8},
         projection_dim=24,
     )
+    torch.manual_seed(0)  # random init: the same towers whatever ran before in the session
     CLIPModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     CLIPImageProcessorPil(

@@ -24,7 +24,8 @@ from prodclass.models.multimodal_effnet import (
     MultimodalEffnetParams,
 )
 from prodclass.models.registry import create, load_model_dir
-from prodclass.registry.model_registry import load_classifier, register
+from prodclass.registry.model_registry import load_classifier, promote, register
+from prodclass.serving.predictor import InvalidProductError, Predictor, ProductInput
 from prodclass.settings import get_settings
 from prodclass.training.train import train_model
 
@@ -214,3 +215,57 @@ def test_train_model_logs_a_run_and_a_model_that_registers_and_loads(
         registered.predict_proba(rows), local.predict_proba(rows), rtol=1e-5, atol=1e-6
     )
     assert not list(isolated_settings.rglob("multimodal-effnet-*.pt"))  # checkpoint cleaned up
+
+    promote(settings.registered_model_name, version)
+    predictor = Predictor.load(f"models:/{settings.registered_model_name}@champion")
+    assert predictor.model_version == version and predictor.family == "multimodal-effnet"
+
+
+# ---- the serving predictor over this model ---------------------------------------------
+
+
+def test_predictor_answers_raw_fields_like_the_model_answers_prepared_rows(trained, splits):
+    model, _ = trained
+    rows = both_modality_rows(splits["test"], n=4)
+    predictor = Predictor(model, "memory")
+    inputs = [
+        ProductInput(designation=text, image=Path(path).read_bytes(), product_id=str(i))
+        for i, (text, path) in enumerate(zip(rows["text"], rows["image_path"]))
+    ]
+    answers = predictor.predict(inputs, top_k=3)
+    expected = model.predict_proba(rows[["text", "image_path"]].reset_index(drop=True))
+    for answer, row_proba in zip(answers, expected):
+        assert answer.inputs == "text+image" and len(answer.image_sha256 or "") == 64
+        assert [s.probability for s in answer.top] == sorted(
+            (s.probability for s in answer.top), reverse=True
+        )
+        assert answer.prdtypecode == int(model.classes_[row_proba.argmax()])
+        assert answer.top[0].probability == pytest.approx(row_proba.max(), abs=1e-5)
+        assert all(s.name_fr and s.name_en for s in answer.top)  # names from the taxonomy
+    assert [a.product_id for a in answers] == ["0", "1", "2", "3"]
+
+    photo = Path(rows["image_path"].iloc[0]).read_bytes()
+    only_photo, only_text = predictor.predict(
+        [ProductInput(image=photo), ProductInput(designation=rows["text"].iloc[0])]
+    )
+    assert (only_photo.inputs, only_text.inputs) == ("image", "text")
+    assert len(only_photo.top) == 5
+
+
+@pytest.mark.parametrize(
+    "make_input,reason",
+    [
+        (lambda photo: ProductInput(designation="  ", description=""), "no title"),
+        (lambda photo: ProductInput(image=b"GIF89a not really"), "photo refused: not an image"),
+        (lambda photo: ProductInput(image=photo[: len(photo) // 2]), "photo refused: corrupt"),
+        (lambda photo: ProductInput(image=photo * 100), "over the"),
+    ],
+)
+def test_predictor_refuses_unusable_products_with_a_reason(trained, splits, make_input, reason):
+    model, _ = trained
+    path = splits["test"].loc[splits["test"]["image_path"] != "", "image_path"].iloc[0]
+    predictor = Predictor(model, "memory", max_image_bytes=2_000_000)
+    good = ProductInput(designation="piscine tubulaire")
+    with pytest.raises(InvalidProductError, match=reason) as error:
+        predictor.predict([good, make_input(Path(path).read_bytes())])
+    assert str(error.value).startswith("product 1:")  # names the product by position

@@ -72,6 +72,19 @@ def load_classifier(uri: str) -> ProductClassifier:
     raise RegistryError(f"{uri} is not a prodclass model (no {MODEL_CARD} in its artifacts)")
 
 
+def resolve_version(uri: str) -> str | None:
+    """The registered version a ``models:/name@alias`` or ``models:/name/N`` URI points to now
+    (None for folders and run URIs, or an alias that points nowhere)."""
+    if not uri.startswith("models:/"):
+        return None
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return alias_version(name, alias)
+    name, _, version = ref.partition("/")
+    return version or None
+
+
 def register(model_uri: str, name: str, metrics: dict[str, Any], extra_tags: dict[str, str]) -> str:
     """Register a logged model as a new version, tagged with its test metrics; return version."""
     version = mlflow.register_model(model_uri, name).version

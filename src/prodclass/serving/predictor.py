@@ -1,0 +1,139 @@
+"""The one predictor: raw product fields in, top-k categories out.
+
+The API, batch jobs, the UI (through the API) and the Azure ML scoring script all predict
+through ``Predictor``, so input checks, text cleaning and the answer's shape are the same
+everywhere. A model is loaded once per predictor; a new version means a new predictor (the API
+swaps them atomically).
+
+Photos arrive as bytes. They are decoded once with the safe decoder (size and pixel limits,
+truncated or non-image bytes refused with a reason) and handed to the model as temporary files
+that live for the call, because families read ``image_path`` (their caches key photos by
+content, not by path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prodclass.data.images import ImageError, open_image
+from prodclass.data.taxonomy import category, is_known
+from prodclass.data.text import product_text
+from prodclass.models.base import ProductClassifier
+
+
+class InvalidProductError(ValueError):
+    """A product that cannot be classified; the message says why (a client error, not ours)."""
+
+
+@dataclass(frozen=True)
+class ProductInput:
+    """What a client sends for one product: a title, a description, a photo; any may be empty,
+    but not all of them."""
+
+    designation: str = ""
+    description: str = ""
+    image: bytes | None = None
+    product_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    prdtypecode: int
+    name_fr: str
+    name_en: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    top: list[CategoryScore]  # best first
+    inputs: str  # "text", "image" or "text+image": what the model had to go on
+    image_sha256: str | None = None
+    product_id: str | None = None
+
+    @property
+    def prdtypecode(self) -> int:
+        return self.top[0].prdtypecode
+
+
+@dataclass
+class Predictor:
+    """A loaded model and where it came from (``model_uri``, ``model_version`` for logs)."""
+
+    model: ProductClassifier
+    model_uri: str
+    model_version: str | None = None
+    max_image_bytes: int = 10 * 1024 * 1024
+
+    @classmethod
+    def load(cls, model_uri: str, **options: int) -> Predictor:
+        """Load ``model_uri`` (a folder, ``runs:/…``, ``models:/name@alias`` or ``/version``)."""
+        from prodclass.registry.model_registry import load_classifier, resolve_version
+
+        model = load_classifier(model_uri)
+        return cls(model, model_uri, resolve_version(model_uri), **options)
+
+    @property
+    def family(self) -> str:
+        return self.model.family
+
+    def predict(self, products: Sequence[ProductInput], top_k: int = 5) -> list[Prediction]:
+        """Top-k categories of each product, in order; InvalidProductError names the first
+        product that cannot be classified (by position) and why."""
+        if not products:
+            return []
+        top_k = max(1, min(top_k, len(self.model.classes_)))
+        rows, hashes = [], []
+        with tempfile.TemporaryDirectory(prefix="prodclass-photos-") as tmp:
+            for position, product in enumerate(products):
+                text = product_text(product.designation or "", product.description or "")
+                path, sha = self._photo(product.image, position, Path(tmp))
+                if not text and not path:
+                    raise InvalidProductError(
+                        f"product {position}: no title, no description and no photo to classify"
+                    )
+                rows.append({"text": text, "image_path": path})
+                hashes.append(sha)
+            probabilities = self.model.predict_proba(pd.DataFrame(rows))  # (N, C)
+        order = np.argsort(-probabilities, axis=1)[:, :top_k]
+        out = []
+        for i, product in enumerate(products):
+            top = [self._score(int(self.model.classes_[j]), probabilities[i, j]) for j in order[i]]
+            given = (("text", rows[i]["text"]), ("image", rows[i]["image_path"]))
+            kinds = [kind for kind, value in given if value]
+            out.append(Prediction(top, "+".join(kinds), hashes[i], product.product_id))
+        return out
+
+    def _photo(self, image: bytes | None, position: int, folder: Path) -> tuple[str, str | None]:
+        """Check a photo's bytes and store them for the model; ("", None) when there is none."""
+        if not image:
+            return "", None
+        if len(image) > self.max_image_bytes:
+            raise InvalidProductError(
+                f"product {position}: photo of {len(image)} bytes is over the "
+                f"{self.max_image_bytes}-byte limit"
+            )
+        try:
+            open_image(image)
+        except ImageError as exc:
+            raise InvalidProductError(f"product {position}: photo refused: {exc}") from exc
+        sha = hashlib.sha256(image).hexdigest()
+        path = folder / f"{sha}.img"
+        if not path.exists():
+            path.write_bytes(image)
+        return str(path), sha
+
+    @staticmethod
+    def _score(code: int, probability: float) -> CategoryScore:
+        p = round(float(probability), 6)
+        if is_known(code):
+            c = category(code)
+            return CategoryScore(code, c.name_fr, c.name_en, p)
+        return CategoryScore(code, "", "", p)
