@@ -103,6 +103,7 @@ class _Inputs:
     has_ocr: np.ndarray  # (N,) bool: words were read on the photo
     photo_index: np.ndarray  # (N,) row of each product in acts (-1: no photo)
     acts: np.ndarray  # (N_photo, V, C, h, w) float16 trunk activations
+    photo_features: np.ndarray | None  # (N_photo, V, D) frozen pooled features (photo member)
     ids: dict[str, list[list[int]]]  # variant -> per-product n-gram ids
     stacked: dict[str, np.ndarray]  # variant -> (N, members * C) member log-probabilities
     words: list[str]  # title + description + OCR words, what the TF-IDF member reads
@@ -152,6 +153,8 @@ class MultimodalEffnetClassifier(ProductClassifier):
     def _frozen_features(self, acts: np.ndarray) -> np.ndarray:
         """(N_photo, V, D) pooled features of the untouched pretrained network: what the photo
         member reads. Cheap: only the last blocks run, over cached trunk activations."""
+        if len(acts) == 0:  # no photo: nothing to run, no network to load
+            return np.zeros((0, acts.shape[1], 0), np.float32)
         if self._frozen_tail is None:
             tail = EffNetTail(load_pretrained_effnet(self.params.variant), self.effnet_config)
             self._frozen_tail = tail.requires_grad_(False).eval()
@@ -162,25 +165,33 @@ class MultimodalEffnetClassifier(ProductClassifier):
                 n, v = chunk.shape[:2]
                 pooled = self._frozen_tail(chunk.flatten(0, 1))  # (n * V, D)
                 out.append(pooled.reshape(n, v, -1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, acts.shape[1], 0), np.float32)
+        return np.concatenate(out)
+
+    def _aligned_logproba(self, member_classes: np.ndarray, proba: np.ndarray) -> np.ndarray:
+        """(n, C) log of a member's (n, K) probabilities in this model's class order; a class
+        the member never saw gets the 1e-6 floor."""
+        index = {c: i for i, c in enumerate(self.classes_)}
+        out = np.full((len(proba), len(self.classes_)), 1e-6, dtype=np.float32)
+        out[:, [index[int(c)] for c in member_classes]] = proba
+        return np.log(np.clip(out, 1e-6, 1.0))
 
     def _photo_logproba(
         self, member: LogisticRegression | None, features: np.ndarray, has_image: np.ndarray
     ) -> np.ndarray:
-        """(N, C) log-probabilities of the photo member (zeros for products without a photo)."""
+        """(N, C) log-probabilities of the photo member (zeros for products without a photo);
+        ``features`` holds one (D,) row per product with a photo."""
         out = np.zeros((len(has_image), len(self.classes_)), dtype=np.float32)
-        if member is None or not has_image.any():
-            return out
-        columns = [int(np.flatnonzero(self.classes_ == c)[0]) for c in member.classes_]
-        proba = np.full((len(features), len(self.classes_)), 1e-6, dtype=np.float32)
-        proba[:, columns] = member.predict_proba(features)
-        out[has_image] = np.log(np.clip(proba, 1e-6, 1.0))
+        if member is not None and has_image.any():
+            out[has_image] = self._aligned_logproba(member.classes_, member.predict_proba(features))
         return out
 
-    def _new_photo_member(self) -> LogisticRegression:
-        return LogisticRegression(
+    def _fit_photo_member(self, features: np.ndarray, labels: np.ndarray) -> LogisticRegression:
+        """The photo member, taught by every view of each photo: (n, V, D) features, (n,)."""
+        member = LogisticRegression(
             C=self.params.photo_member_C, class_weight="balanced", max_iter=2000
         )
+        views = features.shape[1]
+        return member.fit(features.reshape(-1, features.shape[2]), np.repeat(labels, views))
 
     def _oof_photo_logproba(
         self, labels: np.ndarray, features: np.ndarray, has_image: np.ndarray
@@ -197,15 +208,9 @@ class MultimodalEffnetClassifier(ProductClassifier):
         )
         photo_rows = np.flatnonzero(has_image)
         for fold_train, fold_out in folds.split(features, y):
-            member = self._new_photo_member()
-            views = features.shape[1]
-            member.fit(
-                features[fold_train].reshape(-1, features.shape[2]),
-                np.repeat(y[fold_train], views),
-            )
-            held_out = np.zeros(len(has_image), dtype=bool)
-            held_out[photo_rows[fold_out]] = True
-            out[held_out] = self._photo_logproba(member, features[fold_out, 0], held_out)[held_out]
+            member = self._fit_photo_member(features[fold_train], y[fold_train])
+            proba = member.predict_proba(features[fold_out, 0])
+            out[photo_rows[fold_out]] = self._aligned_logproba(member.classes_, proba)
         return out
 
     def _ocr_words(self, products: pd.DataFrame) -> list[str]:
@@ -266,8 +271,9 @@ class MultimodalEffnetClassifier(ProductClassifier):
             )
             for v in variants:
                 parts[v].append(text_parts[v])
+        features = None
         if self.params.use_image and self.params.stack_photo:
-            features = self._frozen_features(acts) if has_image.any() else acts
+            features = self._frozen_features(acts)
             if oof_stack:
                 labels = np.asarray([int(c) for c in products["label"]])
                 photo = self._oof_photo_logproba(labels, features, has_image)
@@ -282,6 +288,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
             has_ocr=np.asarray([bool(o) for o in ocr]),
             photo_index=photo_index,
             acts=acts,
+            photo_features=features,
             ids=ids,
             stacked=stacked,
             words=words["full"],
@@ -296,11 +303,8 @@ class MultimodalEffnetClassifier(ProductClassifier):
         rows = np.flatnonzero([bool(w) for w in words])
         if member is None or len(rows) == 0:
             return out
-        index = {c: i for i, c in enumerate(self.classes_)}
-        columns = [index[int(c)] for c in member.classes_]
-        proba = np.full((len(rows), len(self.classes_)), 1e-6, dtype=np.float32)
-        proba[:, columns] = member.predict_proba(pd.DataFrame({"text": [words[r] for r in rows]}))
-        out[rows] = np.log(np.clip(proba, 1e-6, 1.0))
+        proba = member.predict_proba(pd.DataFrame({"text": [words[r] for r in rows]}))
+        out[rows] = self._aligned_logproba(member.classes_, proba)
         return out
 
     def _oof_member_logproba(
@@ -404,13 +408,9 @@ class MultimodalEffnetClassifier(ProductClassifier):
         if p.use_text and p.stack_tfidf:
             self.tfidf = TfidfLinearClassifier(TfidfLinearParams(**p.tfidf))
             self.tfidf.fit(pd.DataFrame({"text": train_in.words, "label": train["label"]}))
-        if p.use_image and p.stack_photo and train_in.has_image.any():
-            features = self._frozen_features(train_in.acts)  # (N_photo, V, D)
-            self.photo_member = self._new_photo_member()
-            self.photo_member.fit(
-                features.reshape(-1, features.shape[2]),
-                np.repeat(np.asarray(train["label"], dtype=int)[train_in.has_image], len(p.views)),
-            )
+        if train_in.photo_features is not None and train_in.has_image.any():
+            labels = np.asarray(train["label"], dtype=int)[train_in.has_image]
+            self.photo_member = self._fit_photo_member(train_in.photo_features, labels)
         val_in = self._inputs(val, ("orig",), ("full",))
 
         tail = None
