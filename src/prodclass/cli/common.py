@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.console import Console
 
 from prodclass.data.validate import DataValidationError
 from prodclass.models.registry import UnknownFamilyError
-from prodclass.params import ParamsError
+from prodclass.params import ParamsError, SplitSection
 from prodclass.registry.model_registry import RegistryError
 from prodclass.settings import Settings, get_settings
 
@@ -45,6 +46,25 @@ def settings() -> Settings:
 
 def data_dir_or_default(data: Path | None) -> Path:
     return data if data is not None else settings().data_dir
+
+
+@contextmanager
+def prepared_folder(
+    data: Path | None, prepared: Path | None, split: SplitSection
+) -> Iterator[Path]:
+    """``prepared`` as is, else ``data`` (default: settings) validated and split, for the
+    duration of the block, into a temporary folder."""
+    if prepared is not None:
+        yield prepared
+        return
+    from prodclass.data.prepare import SplitParams, prepare
+    from prodclass.data.validate import validate
+
+    validated = validate(data_dir_or_default(data), workers=settings().image_check_workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "prepared"
+        prepare(validated, out, SplitParams(split.val_size, split.test_size, split.seed))
+        yield out
 
 
 def write_json(payload: dict[str, Any], path: Path | None) -> None:

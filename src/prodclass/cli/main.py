@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,14 @@ from prodclass.cli import data as data_cli
 from prodclass.cli import models as models_cli
 from prodclass.cli import pipeline as pipeline_cli
 from prodclass.cli import tune as tune_cli
-from prodclass.cli.common import console, data_dir_or_default, settings, user_errors, write_json
+from prodclass.cli.common import (
+    console,
+    data_dir_or_default,
+    prepared_folder,
+    settings,
+    user_errors,
+    write_json,
+)
 
 app = typer.Typer(
     help="prodclass: classify Rakuten catalogue products into their 27 product-type codes.",
@@ -54,28 +60,13 @@ def train(
     ] = None,
 ) -> None:
     """Train a model family, log it to MLflow (params, metrics, model) and save it."""
-    from prodclass.data.prepare import SplitParams
-    from prodclass.data.prepare import prepare as prepare_data
-    from prodclass.data.validate import validate
     from prodclass.params import load_params
     from prodclass.training.train import train_model
 
     with user_errors():
         pipeline_params = load_params(params or settings().params_file)
         family = model_family or pipeline_params.train.model_family
-        with tempfile.TemporaryDirectory() as tmp:
-            prepared_dir = prepared
-            if prepared_dir is None:
-                split = pipeline_params.split
-                validated = validate(
-                    data_dir_or_default(data), workers=settings().image_check_workers
-                )
-                prepared_dir = Path(tmp) / "prepared"
-                prepare_data(
-                    validated,
-                    prepared_dir,
-                    SplitParams(split.val_size, split.test_size, split.seed),
-                )
+        with prepared_folder(data, prepared, pipeline_params.split) as prepared_dir:
             result = train_model(
                 prepared_dir, family, pipeline_params.family_params(family), settings(), out
             )

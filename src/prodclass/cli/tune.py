@@ -6,37 +6,13 @@ params.yaml (comments kept) unless --no-write-params.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from prodclass.cli.common import console, data_dir_or_default, settings, user_errors
-from prodclass.params import SplitSection
-
-
-@contextmanager
-def _prepared_folder(
-    data: Path | None, prepared: Path | None, split: SplitSection
-) -> Iterator[Path]:
-    """``prepared`` as is, else ``data`` validated and split into a temporary folder."""
-    if prepared is not None:
-        if data is not None:
-            raise ValueError("give --data or --prepared, not both")
-        yield prepared
-        return
-    from prodclass.data.prepare import SplitParams, prepare
-    from prodclass.data.validate import validate
-
-    validated = validate(data_dir_or_default(data), workers=settings().image_check_workers)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "prepared"
-        prepare(validated, out, SplitParams(split.val_size, split.test_size, split.seed))
-        yield out
+from prodclass.cli.common import console, prepared_folder, settings, user_errors
 
 
 def tune(
@@ -73,7 +49,9 @@ def tune(
         pipeline_params = load_params(params_file)
         family = model_family or pipeline_params.train.model_family
         check_tunable(family)
-        with _prepared_folder(data, prepared, pipeline_params.split) as prepared_dir:
+        if data is not None and prepared is not None:
+            raise ValueError("give --data or --prepared, not both")
+        with prepared_folder(data, prepared, pipeline_params.split) as prepared_dir:
             result = tune_family(
                 prepared_dir,
                 family,

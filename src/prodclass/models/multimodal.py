@@ -55,6 +55,18 @@ def hide_one_modality(
     return has_text & ~hide_text, has_image & ~(hide & ~hide_text)
 
 
+def fusion_head(width: int, hidden: int, n_classes: int, dropout: float) -> nn.Sequential:
+    """The head every fusion net ends with: (B, width) concatenated parts -> (B, n_classes)."""
+    return nn.Sequential(
+        nn.LayerNorm(width),
+        nn.Dropout(dropout),
+        nn.Linear(width, hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, n_classes),
+    )
+
+
 class MultimodalNet(nn.Module):
     def __init__(self, config: MultimodalConfig, image_tail: nn.Module | None) -> None:
         super().__init__()
@@ -86,15 +98,7 @@ class MultimodalNet(nn.Module):
             nn.init.zeros_(self.stack_gain.weight)
             nn.init.ones_(self.stack_gain.bias)
         n_parts = sum(x is not None for x in (self.text_proj, self.image_proj, self.stack_proj))
-        width = n_parts * h + len(FLAGS)
-        self.head = nn.Sequential(
-            nn.LayerNorm(width),
-            nn.Dropout(config.dropout),
-            nn.Linear(width, h),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(h, config.n_classes),
-        )
+        self.head = fusion_head(n_parts * h + len(FLAGS), h, config.n_classes, config.dropout)
 
     def forward(
         self,

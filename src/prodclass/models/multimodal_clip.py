@@ -29,7 +29,7 @@ from torch import nn
 
 from prodclass.data.images import ImageError, open_image
 from prodclass.models.base import FamilyParams, ProductClassifier
-from prodclass.models.multimodal import hide_one_modality
+from prodclass.models.multimodal import fusion_head, hide_one_modality
 from prodclass.training.torch_loop import (
     LoopConfig,
     checkpoint_path_for,
@@ -224,15 +224,8 @@ class ClipFusionNet(nn.Module):
             nn.Linear(config.text_dim, h),
             nn.GELU(),
         )
-        width = 2 * h + 2
-        self.head = nn.Sequential(
-            nn.LayerNorm(width),
-            nn.Dropout(config.dropout),
-            nn.Linear(width, h),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(h, config.n_classes),
-        )
+        # text and image parts, then the has_text and has_image flags
+        self.head = fusion_head(2 * h + 2, h, config.n_classes, config.dropout)
 
     def head_parameters(self) -> list[nn.Parameter]:
         return [q for name, q in self.named_parameters() if not name.startswith("clip.")]
