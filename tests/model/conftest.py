@@ -16,6 +16,9 @@ from prodclass.data.prepare import SplitParams, load_prepared, prepare
 from prodclass.data.validate import validate
 from prodclass.settings import get_settings
 
+# the shared checks assert like test modules do (values shown on failure)
+pytest.register_assert_rewrite("tests.model.multimodal_checks")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:

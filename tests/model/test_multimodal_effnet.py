@@ -16,6 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from tests.conftest import SIX_CODES
+from tests.model.multimodal_checks import (
+    both_modality_rows,
+    check_distributions_over_codes,
+    check_each_modality_predicts,
+    check_unreadable_photo_refused_by_name,
+)
 
 from prodclass.models.multimodal_effnet import (
     NET_FILE,
@@ -63,12 +69,6 @@ def trained(splits) -> tuple[MultimodalEffnetClassifier, dict]:
     return model, facts  # type: ignore[return-value]
 
 
-def both_modality_rows(frame: pd.DataFrame, n: int = 8) -> pd.DataFrame:
-    rows = frame[(frame["text"] != "") & (frame["image_path"] != "")].head(n)
-    assert len(rows) == n, "the split has too few products with text and photo"
-    return rows
-
-
 # ---- training ---------------------------------------------------------------------------
 
 
@@ -97,31 +97,11 @@ def test_only_the_image_tail_and_the_head_train(trained):
 
 
 def test_probabilities_are_distributions_over_the_learnt_codes(trained, splits):
-    model, _ = trained
-    proba = model.predict_proba(splits["test"])
-    assert proba.shape == (len(splits["test"]), len(CODES))
-    assert sorted(str(c) for c in model.classes_) == sorted(CODES)
-    assert (proba >= 0).all() and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    check_distributions_over_codes(trained[0], splits["test"], CODES)
 
 
 def test_text_only_image_only_and_both_rows_all_predict(trained, splits):
-    model, _ = trained
-    rows = both_modality_rows(splits["test"])
-    serving = rows[["text", "image_path"]].reset_index(drop=True)  # what serving passes
-    text_only = serving.assign(image_path="")
-    image_only = serving.assign(text="")
-    nothing = serving.head(1).assign(text="", image_path="")
-    mixed = pd.concat([serving, text_only, image_only, nothing], ignore_index=True)
-    proba = model.predict_proba(mixed)
-    assert proba.shape == (3 * len(rows) + 1, len(CODES))
-    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
-    n = len(rows)
-    both_p, text_p, image_p = proba[:n], proba[n : 2 * n], proba[2 * n : 3 * n]
-    assert np.abs(both_p - text_p).max() > 1e-3  # the photo counts
-    assert np.abs(both_p - image_p).max() > 1e-3  # the title counts
-    # a row's prediction does not depend on the other rows of its batch
-    np.testing.assert_allclose(model.predict_proba(text_only), text_p, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(model.predict_proba(image_only), image_p, rtol=1e-4, atol=1e-6)
+    check_each_modality_predicts(trained[0], splits["test"], CODES)
 
 
 def test_photos_alone_are_mostly_classified_right(trained, splits):
@@ -136,12 +116,7 @@ def test_photos_alone_are_mostly_classified_right(trained, splits):
 
 
 def test_an_unreadable_photo_is_refused_by_name(trained, tmp_path):
-    model, _ = trained
-    broken = tmp_path / "broken.jpg"
-    broken.write_text("not a photo")
-    frame = pd.DataFrame({"text": ["piscine"], "image_path": [str(broken)]})
-    with pytest.raises(ValueError, match="broken.jpg"):
-        model.predict_proba(frame)
+    check_unreadable_photo_refused_by_name(trained[0], tmp_path)
 
 
 # ---- the saved folder -------------------------------------------------------------------
