@@ -10,7 +10,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prodclass.data.layout import X_TEST, X_TRAIN, Y_TRAIN, ChallengeLayout
+from prodclass.data.layout import (
+    X_TEST,
+    X_TRAIN,
+    Y_TRAIN,
+    ChallengeLayout,
+    read_features,
+    read_labels,
+)
+from prodclass.data.prepare import SplitParams, prepare
+from prodclass.data.validate import validate
 from prodclass.settings import get_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +98,18 @@ def isolated_settings(
     get_settings.cache_clear()
     yield state
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def six_codes_prepared(sample: Path, tmp_path_factory) -> Path:
+    """A prepared folder of ``PER_CODE`` real rows of each of ``SIX_CODES``."""
+    layout = ChallengeLayout(sample)
+    rows = read_features(layout.x_train).join(read_labels(layout.y_train))
+    ids = [r for code in SIX_CODES for r in rows.index[rows["prdtypecode"] == code][:PER_CODE]]
+    data = copy_subset(sample, tmp_path_factory.mktemp("data"), row_ids=list(ids))
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(validate(data), out, SplitParams())
+    return out
 
 
 __all__ = ["X_TEST", "Y_TRAIN", "copy_subset", "sample_dir"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -61,6 +61,77 @@ class Settings(BaseSettings):
         default="camembert-base",
         description="BERT-class weights for `text-transformer`: a local folder or a hub id.",
     )
+
+    # ---- prediction API -----------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of users, predictions, feedback (unset: SQLite in state_dir).",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Interface `prodclass serve` binds.")
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs access tokens; unset: a random one per process (tokens die "
+        "with a restart, and several workers would not share it).",
+    )
+    jwt_expire_minutes: int = Field(default=60, ge=1)
+    api_predict_workers: int = Field(
+        default=2, ge=1, description="Threads that run predictions side by side (about the cores)."
+    )
+    api_torch_threads: int = Field(
+        default=1, ge=1, description="Intra-op CPU threads per prediction worker."
+    )
+    api_max_batch_size: int = Field(
+        default=1,
+        ge=1,
+        description="Dynamic micro-batching: most single requests grouped into one model call "
+        "(1 = off, best on a small CPU; raise it on a GPU or for heavier models).",
+    )
+    api_max_batch_wait_ms: float = Field(
+        default=5.0, ge=0, description="How long a micro-batch waits to fill up."
+    )
+    api_queue_limit: int = Field(
+        default=64,
+        ge=1,
+        description="Products waiting for a prediction worker; beyond it, 503 + Retry-After.",
+    )
+    api_max_upload_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest photo (or batch zip) accepted."
+    )
+    api_max_batch_upload_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of a batch call (JSON with base64 photos, or a zip).",
+    )
+    api_max_products_per_request: int = Field(
+        default=256, ge=1, description="Products in one JSON batch; larger inputs go as a zip."
+    )
+    api_top_k: int = Field(default=5, ge=1, le=27)
+    api_rate_limit_per_minute: int = Field(
+        default=600, ge=1, description="Requests per user per minute (token bucket)."
+    )
+    api_rate_limit_burst: int = Field(default=60, ge=1)
+    prediction_log_flush_seconds: float = Field(
+        default=1.0, gt=0, description="How often buffered prediction records are written."
+    )
+    prediction_log_memory_limit: int = Field(
+        default=10_000,
+        ge=1,
+        description="Records kept in memory while the database is unreachable; beyond, they are "
+        "appended to a spill file under state_dir and replayed later.",
+    )
+
+    @property
+    def db_url(self) -> str:
+        """The application database, defaulting to SQLite under state_dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.state_dir / 'prodclass.db').resolve()}"
+
+    @property
+    def upload_dir(self) -> Path:
+        """Photos clients sent, stored once by content hash (the prediction log refers to them)."""
+        return self.state_dir / "uploads"
 
     @property
     def tracking_uri(self) -> str:

@@ -9,11 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from tests.conftest import PER_CODE, SIX_CODES, copy_subset
 
-from prodclass.data.layout import ChallengeLayout, read_features, read_labels
-from prodclass.data.prepare import SplitParams, load_prepared, prepare
-from prodclass.data.validate import validate
+from prodclass.data.prepare import load_prepared
 from prodclass.settings import get_settings
 
 # the shared checks assert like test modules do (values shown on failure)
@@ -38,18 +35,6 @@ def state_dir(tmp_path_factory) -> Iterator[Path]:
         get_settings.cache_clear()
         yield state
     get_settings.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def six_codes_prepared(sample: Path, tmp_path_factory) -> Path:
-    """A prepared folder of ``PER_CODE`` real rows of each of ``SIX_CODES``."""
-    layout = ChallengeLayout(sample)
-    rows = read_features(layout.x_train).join(read_labels(layout.y_train))
-    ids = [r for code in SIX_CODES for r in rows.index[rows["prdtypecode"] == code][:PER_CODE]]
-    data = copy_subset(sample, tmp_path_factory.mktemp("data"), row_ids=list(ids))
-    out = tmp_path_factory.mktemp("prepared")
-    prepare(validate(data), out, SplitParams())
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import typer
 from prodclass.cli import data as data_cli
 from prodclass.cli import models as models_cli
 from prodclass.cli import pipeline as pipeline_cli
+from prodclass.cli import service as service_cli
 from prodclass.cli import tune as tune_cli
 from prodclass.cli.common import (
     console,
@@ -29,6 +30,10 @@ app.add_typer(data_cli.app, name="data")
 app.add_typer(models_cli.app, name="models")
 app.add_typer(pipeline_cli.app, name="pipeline")
 app.command()(tune_cli.tune)
+app.command()(service_cli.serve)
+app.add_typer(service_cli.db_app, name="db")
+app.add_typer(service_cli.users_app, name="users")
+app.add_typer(service_cli.feedback_app, name="feedback")
 
 
 @app.callback()

@@ -45,6 +45,13 @@ class ProductClassifier(ABC):
         # (they pass it to train_epochs as on_epoch_end). The tuner sets it so Optuna can prune
         # a poor trial early; it may raise to stop. Not a hyper-parameter, never saved.
         self.epoch_callback: Callable[[int, float], None] | None = None
+        # Intra-op CPU threads for predictions. The API sets it (one per prediction worker
+        # beats more on a small CPU); None means the family's training ``threads`` parameter.
+        self.inference_threads: int | None = None
+
+    @property
+    def predict_threads(self) -> int:
+        return self.inference_threads or int(getattr(self.params, "threads", 1))
 
     @abstractmethod
     def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> dict[str, Any]:

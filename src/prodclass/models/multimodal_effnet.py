@@ -471,7 +471,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:
         if self.net is None:
             raise RuntimeError("model is not trained")
-        torch.set_num_threads(self.params.threads)
+        torch.set_num_threads(self.predict_threads)
         logits = self._logits(self._inputs(products, ("orig",), ("full",))) / self.temperature
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 

@@ -335,7 +335,7 @@ class TextLstmClassifier(ProductClassifier):
         has_words = np.asarray([bool(i) for i in ids], dtype=bool)
         out = np.tile(self.prior, (len(products), 1))
         if has_words.any():
-            with torch_threads(self.params.threads):
+            with torch_threads(self.predict_threads):
                 logits = self._logits([i for i in ids if i]) / self.temperature
             out[has_words] = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
         return out

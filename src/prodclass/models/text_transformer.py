@@ -205,7 +205,7 @@ class TextTransformerClassifier(ProductClassifier):
         has_text = (products["text"].fillna("").str.strip() != "").to_numpy()
         out = np.tile(self.prior, (len(products), 1))
         if has_text.any():
-            with torch_threads(self.params.threads):
+            with torch_threads(self.predict_threads):
                 texts = products["text"][has_text].tolist()
                 logits = self._logits(texts) / self.temperature
             out[has_text] = torch.softmax(torch.from_numpy(logits), dim=1).numpy()

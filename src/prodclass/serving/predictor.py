@@ -93,12 +93,8 @@ class Predictor:
         rows, hashes = [], []
         with tempfile.TemporaryDirectory(prefix="prodclass-photos-") as tmp:
             for position, product in enumerate(products):
-                text = product_text(product.designation or "", product.description or "")
-                path, sha = self._photo(product.image, position, Path(tmp))
-                if not text and not path:
-                    raise InvalidProductError(
-                        f"product {position}: no title, no description and no photo to classify"
-                    )
+                text, sha = self.check(product, position)
+                path = self._store(product.image, sha, Path(tmp))
                 rows.append({"text": text, "image_path": path})
                 hashes.append(sha)
             probabilities = self.model.predict_proba(pd.DataFrame(rows))  # (N, C)
@@ -111,24 +107,38 @@ class Predictor:
             out.append(Prediction(top, "+".join(kinds), hashes[i], product.product_id))
         return out
 
-    def _photo(self, image: bytes | None, position: int, folder: Path) -> tuple[str, str | None]:
-        """Check a photo's bytes and store them for the model; ("", None) when there is none."""
-        if not image:
-            return "", None
-        if len(image) > self.max_image_bytes:
+    def check(self, product: ProductInput, position: int = 0) -> tuple[str, str | None]:
+        """The product's cleaned text and photo hash; InvalidProductError says why a product
+        cannot be classified (nothing to go on, photo too big, not an image, truncated...)."""
+        text = product_text(product.designation or "", product.description or "")
+        sha = None
+        if product.image:
+            image = product.image
+            if len(image) > self.max_image_bytes:
+                raise InvalidProductError(
+                    f"product {position}: photo of {len(image)} bytes is over the "
+                    f"{self.max_image_bytes}-byte limit"
+                )
+            try:
+                open_image(image)
+            except ImageError as exc:
+                raise InvalidProductError(f"product {position}: photo refused: {exc}") from exc
+            sha = hashlib.sha256(image).hexdigest()
+        if not text and sha is None:
             raise InvalidProductError(
-                f"product {position}: photo of {len(image)} bytes is over the "
-                f"{self.max_image_bytes}-byte limit"
+                f"product {position}: no title, no description and no photo to classify"
             )
-        try:
-            open_image(image)
-        except ImageError as exc:
-            raise InvalidProductError(f"product {position}: photo refused: {exc}") from exc
-        sha = hashlib.sha256(image).hexdigest()
+        return text, sha
+
+    @staticmethod
+    def _store(image: bytes | None, sha: str | None, folder: Path) -> str:
+        """Write a checked photo where the model reads it; "" when there is none."""
+        if not image or sha is None:
+            return ""
         path = folder / f"{sha}.img"
         if not path.exists():
             path.write_bytes(image)
-        return str(path), sha
+        return str(path)
 
     @staticmethod
     def _score(code: int, probability: float) -> CategoryScore:

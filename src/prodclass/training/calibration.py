@@ -27,8 +27,9 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 200
     return float(log_t.exp().item())
 
 
-def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray,
-                               bins: int = 15) -> float:
+def expected_calibration_error(
+    probabilities: np.ndarray, targets: np.ndarray, bins: int = 15
+) -> float:
     """ECE: mean |accuracy - confidence| over confidence bins, weighted by bin size."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == targets

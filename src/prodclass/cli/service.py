@@ -1,0 +1,99 @@
+"""Commands of the prediction service: `serve`, `db upgrade`, `users ...`, `feedback export`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prodclass.cli.common import console, settings, user_errors
+
+db_app = typer.Typer(help="The application database (users, prediction log, feedback).")
+users_app = typer.Typer(help="API accounts and their roles (admin, reviewer, client).")
+feedback_app = typer.Typer(help="Reviewers' feedback on predictions.")
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default: PRODCLASS_API_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: PRODCLASS_API_PORT.")] = None,
+) -> None:
+    """Run the prediction API (uvicorn) with the model PRODCLASS_MODEL_URI points to."""
+    import uvicorn
+
+    from prodclass.db.session import DatabaseNotReadyError, check_schema
+    from prodclass.serving.api.app import create_app
+
+    config = settings()
+    try:
+        check_schema(config.db_url)
+    except DatabaseNotReadyError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    uvicorn.run(
+        create_app(config),
+        host=host or config.api_host,
+        port=port or config.api_port,
+        log_level=config.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply the schema migrations (creates the database on first use)."""
+    from prodclass.db.session import upgrade
+
+    with user_errors():
+        now = upgrade(settings().db_url, revision)
+    console.print(f"database schema at revision {now}")
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument()],
+    role: Annotated[str, typer.Option(help="admin, reviewer or client.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create an account (the first admin included); the password never goes on the command
+    line: pipe it in with --password-stdin, or type it at the prompt."""
+    from prodclass.db.session import session_scope
+    from prodclass.db.users import create_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with user_errors(), session_scope(settings().db_url) as session:
+        user = create_user(session, username, password, role)
+    console.print(f"user {user.username} created with role {user.role}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Accounts, their roles and whether they are active."""
+    from prodclass.db.session import session_scope
+    from prodclass.db.users import list_users
+
+    with session_scope(settings().db_url) as session:
+        for user in list_users(session):
+            state = "active" if user.is_active else "disabled"
+            typer.echo(f"{user.username}\t{user.role}\t{state}")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: Annotated[Path, typer.Argument(help="Folder to write in the challenge layout.")],
+) -> None:
+    """Write reviewed products (their confirmed or corrected category) as a challenge-layout
+    folder, ready to validate and merge into training data."""
+    from prodclass.db.feedback import export_labelled
+    from prodclass.db.session import session_scope
+
+    config = settings()
+    with session_scope(config.db_url) as session:
+        count = export_labelled(session, config.upload_dir, out)
+    console.print(f"{count} reviewed products written to {out}")

@@ -1,0 +1,1 @@
+"""The application database: users, the prediction log and reviewers' feedback."""

@@ -1,0 +1,67 @@
+"""SQLAlchemy tables. Schema changes go through an Alembic migration in ``migrations/``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ROLES = ("admin", "reviewer", "client")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PredictionRecord(Base):
+    """One answered product: what came in (text, hashes, photo reference), what went out."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid4, given to the client
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    username: Mapped[str | None] = mapped_column(String(64), index=True)
+    model_uri: Mapped[str] = mapped_column(String(255))
+    model_version: Mapped[str | None] = mapped_column(String(32), index=True)
+    product_id: Mapped[str | None] = mapped_column(String(64))
+    imageid: Mapped[str | None] = mapped_column(String(64))
+    product_identifier: Mapped[str | None] = mapped_column(String(128))
+    designation: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    text_sha256: Mapped[str | None] = mapped_column(String(64))
+    image_sha256: Mapped[str | None] = mapped_column(String(64))  # photo under settings.upload_dir
+    inputs: Mapped[str] = mapped_column(String(16))  # text, image or text+image
+    prdtypecode: Mapped[int] = mapped_column(Integer, index=True)
+    probability: Mapped[float] = mapped_column(Float)
+    top: Mapped[list] = mapped_column(JSON)  # [{prdtypecode, probability}, ...]
+    latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class Feedback(Base):
+    """A reviewer's verdict on a prediction: the true category (a correction when it differs)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"), index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    prdtypecode: Mapped[int] = mapped_column(Integer)
+    is_correction: Mapped[bool] = mapped_column(Boolean)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,185 @@
+"""The FastAPI application: routers, error answers, metrics and upload limits.
+
+``create_app(settings)`` builds one; ``prodclass serve`` runs it with uvicorn. Every error a
+client can cause is a 4xx JSON ``{"detail": reason}``; overload is a 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from prodclass import __version__
+from prodclass.db.users import UserError
+from prodclass.registry.model_registry import RegistryError
+from prodclass.serving import metrics
+from prodclass.serving.api.routes import auth, feedback, models, predict, system, users
+from prodclass.serving.api.services import Services
+from prodclass.serving.model_slot import LoadInProgressError
+from prodclass.serving.prediction_queue import NoModelError, OverloadedError
+from prodclass.serving.predictor import InvalidProductError
+from prodclass.settings import Settings, get_settings
+
+BATCH_PREFIX = "/predict/batch"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = Services.start(settings)
+        try:
+            yield
+        finally:
+            app.state.services.stop()
+
+    app = FastAPI(
+        title="prodclass",
+        version=__version__,
+        description="Classify Rakuten catalogue products into their 27 product-type codes "
+        "from a French title, description and photo.",
+        lifespan=lifespan,
+    )
+    for module in (system, auth, users, predict, models, feedback):
+        app.include_router(module.router)
+    _add_error_answers(app)
+    # outermost first: metrics see the 413s of the size limit too
+    app.add_middleware(
+        BodyLimit,
+        default_limit=settings.api_max_upload_bytes + 1024 * 1024,  # the photo + form fields
+        batch_limit=settings.api_max_batch_upload_bytes,
+    )
+    app.add_middleware(RequestMetrics)
+    return app
+
+
+def _json(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+def _add_error_answers(app: FastAPI) -> None:
+    """Our exceptions → the client's status codes (never a 500 for the client's input)."""
+
+    @app.exception_handler(InvalidProductError)
+    async def invalid_product(_: Request, exc: InvalidProductError) -> JSONResponse:
+        return _json(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+
+    @app.exception_handler(OverloadedError)
+    async def overloaded(_: Request, exc: OverloadedError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)}
+        return _json(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers)
+
+    @app.exception_handler(NoModelError)
+    async def no_model(_: Request, exc: NoModelError) -> JSONResponse:
+        return _json(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"})
+
+    @app.exception_handler(LoadInProgressError)
+    async def load_running(_: Request, exc: LoadInProgressError) -> JSONResponse:
+        return _json(status.HTTP_409_CONFLICT, str(exc))
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(_: Request, exc: RegistryError) -> JSONResponse:
+        return _json(status.HTTP_404_NOT_FOUND, str(exc))
+
+    @app.exception_handler(UserError)
+    async def user_error(_: Request, exc: UserError) -> JSONResponse:
+        return _json(status.HTTP_400_BAD_REQUEST, str(exc))
+
+    @app.exception_handler(LookupError)
+    async def not_found(_: Request, exc: LookupError) -> JSONResponse:
+        return _json(status.HTTP_404_NOT_FOUND, str(exc.args[0] if exc.args else exc))
+
+    @app.exception_handler(OperationalError)
+    async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        return _json(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable", {"Retry-After": "5"}
+        )
+
+
+class BodyTooLargeError(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413, before they are read into memory or disk
+    (by Content-Length when given, else by counting the chunks as they arrive)."""
+
+    def __init__(self, app: ASGIApp, default_limit: int, batch_limit: int) -> None:
+        self.app, self.default_limit, self.batch_limit = app, default_limit, batch_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        limit = self.batch_limit if path.startswith(BATCH_PREFIX) else self.default_limit
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, limit)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLargeError:
+            if not started:
+                await self._refuse(scope, receive, send, limit)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = _json(
+            status.HTTP_413_CONTENT_TOO_LARGE, f"request body is over the {limit}-byte limit"
+        )
+        await response(scope, receive, send)
+
+
+class RequestMetrics:
+    """Count and time every request by method, route template and status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        code = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope.get("method", "")
+            metrics.REQUESTS.labels(method, template, str(code)).inc()
+            metrics.REQUEST_LATENCY.labels(method, template).observe(time.perf_counter() - start)

@@ -1,0 +1,117 @@
+"""``/models``: registered versions, the one serving, hot loads, promotion and rollback.
+
+Loading is asynchronous: ``POST /models/{version}/load`` answers 202 at once and the version
+serves when it has loaded and passed a smoke prediction (``GET /models/current`` shows where
+it is). Seed 004's paths ``/models/info`` and ``/models/load/{version}`` are kept as aliases.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from prodclass.registry import model_registry as registry
+from prodclass.serving.api.deps import Admin, AnyUser, ServicesDep
+from prodclass.serving.api.schemas import (
+    CurrentModelOut,
+    LoadStatusOut,
+    ModelRef,
+    ModelVersionOut,
+    PromotionOut,
+)
+from prodclass.serving.api.services import Services
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+@router.get("", response_model=list[ModelVersionOut], summary="Registered versions, newest first")
+def list_models(services: ServicesDep, _: AnyUser) -> list[ModelVersionOut]:
+    return [ModelVersionOut(**row) for row in registry.list_versions(_name(services))]
+
+
+@router.get(
+    "/info", response_model=list[ModelVersionOut], summary="Seed 004's alias of GET /models"
+)
+def models_info(services: ServicesDep, user: AnyUser) -> list[ModelVersionOut]:
+    return list_models(services, user)
+
+
+@router.get("/current", response_model=CurrentModelOut, summary="The version serving now")
+def current(services: ServicesDep, _: AnyUser) -> CurrentModelOut:
+    predictor = services.slot.current
+    serving = None
+    if predictor is not None:
+        serving = ModelRef(
+            name=_name(services),
+            version=predictor.model_version,
+            family=predictor.family,
+            uri=predictor.model_uri,
+        )
+    last = services.slot.last_load
+    return CurrentModelOut(
+        serving=serving, last_load=LoadStatusOut(**last.to_dict()) if last else None
+    )
+
+
+@router.post(
+    "/{version}/load",
+    response_model=LoadStatusOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Load a version in the background and swap it in when it answers",
+    responses={404: {"description": "no such version"}, 409: {"description": "a load is running"}},
+)
+def load(version: str, services: ServicesDep, _: Admin) -> LoadStatusOut:
+    return _start_load(services, version)
+
+
+@router.post(
+    "/load/{version}",
+    response_model=LoadStatusOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Seed 004's alias of POST /models/{version}/load",
+)
+def load_alias(version: str, services: ServicesDep, _: Admin) -> LoadStatusOut:
+    return _start_load(services, version)
+
+
+@router.post(
+    "/{version}/promote",
+    response_model=PromotionOut,
+    summary="Make a version the champion and serve it",
+)
+def promote(version: str, services: ServicesDep, _: Admin) -> PromotionOut:
+    _check_version(services, version)
+    previous = registry.promote(_name(services), version)
+    return PromotionOut(
+        champion=version, previous_champion=previous, load=_start_load(services, version)
+    )
+
+
+@router.post(
+    "/rollback",
+    response_model=PromotionOut,
+    summary="Give the champion alias back to the previous champion and serve it",
+)
+def rollback(services: ServicesDep, _: Admin) -> PromotionOut:
+    before, after = registry.rollback(_name(services))
+    return PromotionOut(champion=after, previous_champion=before, load=_start_load(services, after))
+
+
+def _name(services: Services) -> str:
+    return services.settings.registered_model_name
+
+
+def _check_version(services: Services, version: str) -> None:
+    if not version.isdigit():
+        raise registry.RegistryError(f"model version must be a number, not {version!r}")
+    try:
+        MlflowClient().get_model_version(_name(services), version)
+    except MlflowException:
+        raise registry.RegistryError(f"model {_name(services)} has no version {version}") from None
+
+
+def _start_load(services: Services, version: str) -> LoadStatusOut:
+    _check_version(services, version)
+    status_ = services.slot.request_load(f"models:/{_name(services)}/{version}", version)
+    return LoadStatusOut(**status_.to_dict())

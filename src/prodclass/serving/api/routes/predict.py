@@ -1,0 +1,325 @@
+"""``/predict``: one product (multipart, as seed 002's clients send it) or many (JSON, or a zip
+in the challenge layout streamed back as NDJSON). Every answered product is logged."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import io
+import json
+import time
+import uuid
+import zipfile
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Annotated
+
+import pandas as pd
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi.responses import StreamingResponse
+
+from prodclass.serving.api.deps import AnyUser, ServicesDep
+from prodclass.serving.api.schemas import (
+    BatchIn,
+    BatchOut,
+    CategoryOut,
+    ModelRef,
+    PredictionOut,
+    ProductIn,
+)
+from prodclass.serving.api.services import Services
+from prodclass.serving.prediction_log import LogRecord
+from prodclass.serving.prediction_queue import Answer, NoModelError
+from prodclass.serving.predictor import InvalidProductError, Prediction, Predictor, ProductInput
+from prodclass.serving.security import Principal
+
+router = APIRouter(tags=["predict"])
+
+PAGE = 32  # products per model call when a batch is split into pages
+BATCH_WAIT_SECONDS = 30.0  # a batch page waits this long for room in the queue
+
+
+class _Product:
+    """A product as received, with the fields the log keeps beside the model's input."""
+
+    def __init__(
+        self,
+        designation: str = "",
+        description: str = "",
+        image: bytes | None = None,
+        product_id: str | None = None,
+        imageid: str | None = None,
+        product_identifier: str | None = None,
+    ) -> None:
+        self.input = ProductInput(designation or "", description or "", image or None, product_id)
+        self.imageid = imageid
+        self.product_identifier = product_identifier
+
+
+def _model_ref(services: Services, predictor: Predictor) -> ModelRef:
+    return ModelRef(
+        name=services.settings.registered_model_name,
+        version=predictor.model_version,
+        family=predictor.family,
+        uri=predictor.model_uri,
+    )
+
+
+def _answer(
+    services: Services,
+    principal: Principal,
+    product: _Product,
+    prediction: Prediction,
+    answer: Answer,
+    latency_ms: float,
+) -> tuple[PredictionOut, LogRecord]:
+    top = [CategoryOut(**vars(score)) for score in prediction.top]
+    out = PredictionOut(
+        prediction_id=str(uuid.uuid4()),
+        prdtypecode=prediction.prdtypecode,
+        category=top[0],
+        top=top,
+        inputs=prediction.inputs,
+        model=_model_ref(services, answer.predictor),
+        product_id=product.input.product_id,
+        imageid=product.imageid,
+        product_identifier=product.product_identifier,
+        latency_ms=round(latency_ms, 2),
+    )
+    text = f"{product.input.designation}\n{product.input.description}"
+    record = LogRecord(
+        id=out.prediction_id,
+        created_at=datetime.now(UTC),
+        username=principal.username,
+        model_uri=answer.predictor.model_uri,
+        model_version=answer.predictor.model_version,
+        product_id=product.input.product_id,
+        imageid=product.imageid,
+        product_identifier=product.product_identifier,
+        designation=product.input.designation,
+        description=product.input.description,
+        text_sha256=hashlib.sha256(text.encode()).hexdigest() if text.strip() else None,
+        image_sha256=prediction.image_sha256,
+        inputs=prediction.inputs,
+        prdtypecode=prediction.prdtypecode,
+        probability=prediction.top[0].probability,
+        top=[{"prdtypecode": s.prdtypecode, "probability": s.probability} for s in prediction.top],
+        latency_ms=out.latency_ms,
+        image=product.input.image,
+    )
+    return out, record
+
+
+async def _predict_page(
+    services: Services, principal: Principal, page: list[_Product], top_k: int, wait: float
+) -> list[PredictionOut]:
+    start = time.perf_counter()
+    future = services.queue.submit([p.input for p in page], top_k, wait_seconds=wait)
+    answer = await asyncio.wrap_future(future)
+    latency_ms = (time.perf_counter() - start) * 1000
+    outs, records = [], []
+    for product, prediction in zip(page, answer.predictions):
+        out, record = _answer(services, principal, product, prediction, answer, latency_ms)
+        outs.append(out)
+        records.append(record)
+    services.prediction_log.append(records)
+    return outs
+
+
+def _check_all(services: Services, products: list[_Product], problems: list[str]) -> None:
+    """Refuse the whole request, naming every bad product, before any model call."""
+    predictor = services.slot.current
+    if predictor is None:
+        raise NoModelError("no model is loaded yet")
+    for position, product in enumerate(products):
+        if any(p.startswith(f"product {position}:") for p in problems):
+            continue  # already refused while decoding
+        try:
+            predictor.check(product.input, position)
+        except InvalidProductError as exc:
+            problems.append(str(exc))
+    if problems:
+        problems.sort(key=lambda p: int(p.split(":")[0].removeprefix("product ")))
+        shown = "; ".join(problems[:20])
+        raise InvalidProductError(shown + (" ..." if len(problems) > 20 else ""))
+
+
+async def _read_upload(upload: UploadFile | None, limit: int) -> bytes | None:
+    if upload is None:
+        return None
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE, f"photo is over the {limit}-byte limit"
+        )
+    return data or None  # an empty file field is "no photo"
+
+
+@router.post(
+    "/predict",
+    response_model=PredictionOut,
+    summary="Classify one product (title, description and/or photo)",
+    responses={
+        413: {"description": "photo too large"},
+        422: {"description": "nothing to classify, or the photo is not a usable image"},
+        503: {"description": "queue full (Retry-After) or no model loaded"},
+    },
+)
+async def predict(
+    services: ServicesDep,
+    principal: AnyUser,
+    designation: Annotated[str, Form(max_length=10_000)] = "",
+    description: Annotated[str, Form(max_length=100_000)] = "",
+    product_id: Annotated[str | None, Form(max_length=64)] = None,
+    imageid: Annotated[str | None, Form(max_length=64)] = None,
+    product_identifier: Annotated[str | None, Form(max_length=128)] = None,
+    top_k: Annotated[int | None, Form(ge=1, le=27)] = None,
+    image: Annotated[
+        UploadFile | None, File(description="The product photo (JPEG, PNG...)")
+    ] = None,
+) -> PredictionOut:
+    photo = await _read_upload(image, services.settings.api_max_upload_bytes)
+    product = _Product(designation, description, photo, product_id, imageid, product_identifier)
+    k = top_k or services.settings.api_top_k
+    (out,) = await _predict_page(services, principal, [product], k, wait=0.0)
+    return out
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchOut,
+    summary="Classify many products given as JSON (photos as base64)",
+    responses={413: {"description": "too many products: page them or send a zip"}},
+)
+async def predict_batch(body: BatchIn, services: ServicesDep, principal: AnyUser) -> BatchOut:
+    limit = services.settings.api_max_products_per_request
+    if len(body.products) > limit:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"{len(body.products)} products is over the {limit}-product limit of one call: "
+            "send pages, or a zip to /predict/batch/zip",
+        )
+    problems: list[str] = []
+    products = [_from_json(position, p, problems) for position, p in enumerate(body.products)]
+    _check_all(services, products, problems)
+    k = body.top_k or services.settings.api_top_k
+    pages = [products[i : i + PAGE] for i in range(0, len(products), PAGE)]
+    outs = await asyncio.gather(
+        *(_predict_page(services, principal, page, k, BATCH_WAIT_SECONDS) for page in pages)
+    )
+    return BatchOut(predictions=[o for page in outs for o in page])
+
+
+def _from_json(position: int, product: ProductIn, problems: list[str]) -> _Product:
+    image = None
+    if product.image_base64:
+        try:
+            image = base64.b64decode(product.image_base64, validate=True)
+        except (binascii.Error, ValueError):
+            problems.append(f"product {position}: image_base64 is not valid base64")
+    return _Product(
+        product.designation,
+        product.description,
+        image,
+        product.product_id,
+        product.imageid,
+        product.product_identifier,
+    )
+
+
+@router.post(
+    "/predict/batch/zip",
+    summary="Classify a zip in the challenge layout; answers stream back as NDJSON",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/x-ndjson": {}}, "description": "one JSON line per row"},
+        422: {"description": "not a zip, no CSV, or the CSV lacks the challenge columns"},
+    },
+)
+async def predict_zip(
+    services: ServicesDep,
+    principal: AnyUser,
+    archive: Annotated[UploadFile, File(description="CSV (X_*.csv layout) + photos")],
+    top_k: Annotated[int | None, Form(ge=1, le=27)] = None,
+) -> StreamingResponse:
+    """Rows come from the CSV (columns designation, description, productid, imageid); a row's
+    photo is ``image_{imageid}_product_{productid}.jpg`` anywhere in the zip. Each output line
+    is a prediction, or ``{"row": ..., "error": ...}`` for a row that cannot be classified."""
+    data = await archive.read()
+    rows, photos = _read_challenge_zip(data, services.settings.api_max_upload_bytes)
+    k = top_k or services.settings.api_top_k
+    if services.slot.current is None:
+        raise NoModelError("no model is loaded yet")
+
+    async def lines() -> AsyncIterator[bytes]:
+        for start in range(0, len(rows), PAGE):
+            page: list[_Product] = []
+            answers: dict[str, dict] = {}  # row id -> its line, written in the CSV's order
+            for row_id, row in rows.iloc[start : start + PAGE].iterrows():
+                name = f"image_{row['imageid']}_product_{row['productid']}.jpg"
+                product = _Product(
+                    row["designation"],
+                    row["description"],
+                    photos.get(name),
+                    row["productid"] or None,
+                    row["imageid"] or None,
+                    str(row_id),
+                )
+                try:
+                    services.slot.current.check(product.input)  # type: ignore[union-attr]
+                except InvalidProductError as exc:
+                    answers[str(row_id)] = {"error": str(exc).removeprefix("product 0: ")}
+                    continue
+                answers[str(row_id)] = {}
+                page.append(product)
+            if page:
+                outs = await _predict_page(services, principal, page, k, BATCH_WAIT_SECONDS)
+                for product, out in zip(page, outs):
+                    answers[str(product.product_identifier)] = out.model_dump()
+            for row_id, answer in answers.items():
+                yield (json.dumps({"row": row_id, **answer}) + "\n").encode()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def _read_challenge_zip(data: bytes, max_photo_bytes: int) -> tuple[pd.DataFrame, dict[str, bytes]]:
+    def refuse(reason: str) -> HTTPException:
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, reason)
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise refuse("the upload is not a zip file") from None
+    entries = [e for e in archive.infolist() if not e.is_dir()]
+    if len(entries) > 200_000:
+        raise refuse(f"the zip holds {len(entries)} files; at most 200000")
+    csvs = sorted(
+        (e for e in entries if e.filename.lower().endswith(".csv")), key=lambda e: e.filename
+    )
+    if not csvs:
+        raise refuse("the zip holds no CSV file (expected X_*.csv in the challenge layout)")
+    csv = next((e for e in csvs if PurePosixPath(e.filename).name.startswith("X_")), csvs[0])
+    try:
+        rows = pd.read_csv(archive.open(csv), index_col=0, dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise refuse(f"{csv.filename} is not a readable CSV: {exc}") from None
+    missing = {"designation", "description", "productid", "imageid"} - set(rows.columns)
+    if missing:
+        raise refuse(f"{csv.filename} lacks the columns {sorted(missing)}")
+    photos: dict[str, bytes] = {}
+    for entry in entries:
+        name = PurePosixPath(entry.filename).name
+        if not name.lower().endswith((".jpg", ".jpeg", ".png")):
+            continue
+        try:  # read at most one byte over the limit: a zip bomb is never inflated
+            with archive.open(entry) as stream:
+                content = stream.read(max_photo_bytes + 1)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise refuse(f"{entry.filename} cannot be read from the zip: {exc}") from None
+        if len(content) > max_photo_bytes:
+            raise refuse(f"{entry.filename} is over the {max_photo_bytes}-byte photo limit")
+        photos[name] = content
+    return rows, photos

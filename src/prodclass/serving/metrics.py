@@ -1,0 +1,52 @@
+"""Prometheus metrics of the API, exposed at ``GET /metrics``.
+
+Defined once per process (the Prometheus client registry is global); labels are route
+templates, never raw paths, so a scanner cannot blow up the number of series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+REQUESTS = Counter(
+    "prodclass_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+REQUEST_LATENCY = Histogram(
+    "prodclass_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+PREDICTION_LATENCY = Histogram(
+    "prodclass_prediction_duration_seconds",
+    "Time of one model call (a micro-batch or a batch page)",
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "prodclass_prediction_batch_size",
+    "Products per model call",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+PREDICTED_CLASS = Counter(
+    "prodclass_predicted_class_total", "Products predicted, by top category", ["prdtypecode"]
+)
+MODEL_INFO = Gauge(
+    "prodclass_model_info", "The model serving now (value 1)", ["version", "family", "uri"]
+)
+MODEL_LOADS = Counter("prodclass_model_loads_total", "Model versions loaded and swapped in")
+MODEL_LOAD_FAILURES = Counter(
+    "prodclass_model_load_failures_total", "Model versions refused (load or smoke test failed)"
+)
+QUEUE_DEPTH = Gauge("prodclass_prediction_queue_depth", "Products waiting for a worker")
+OVERLOAD_REJECTIONS = Counter(
+    "prodclass_overload_rejections_total", "Requests refused with 503 because the queue was full"
+)
+RATE_LIMITED = Counter("prodclass_rate_limited_total", "Requests refused with 429")
+LOG_BACKLOG = Gauge(
+    "prodclass_prediction_log_backlog", "Prediction records not yet written to the database"
+)
+LOG_WRITE_FAILURES = Counter(
+    "prodclass_prediction_log_write_failures_total", "Failed attempts to write prediction records"
+)

@@ -1,0 +1,138 @@
+"""The model being served, and hot swaps to another version.
+
+A load happens in a background thread: the new version is loaded, given a smoke prediction
+(a text product and a photo product), and only then swapped in by one reference assignment.
+Requests keep using the predictor they started with, so no request fails or waits for a load;
+a version that fails to load or to answer is refused and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from prodclass.serving import metrics
+from prodclass.serving.predictor import Predictor, ProductInput
+
+log = logging.getLogger(__name__)
+
+
+class LoadInProgressError(RuntimeError):
+    """Another version is being loaded; one load at a time."""
+
+
+@dataclass
+class LoadStatus:
+    uri: str
+    version: str | None
+    state: str  # loading | serving | failed | replaced
+    started: float
+    finished: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def smoke_products() -> list[ProductInput]:
+    """A text-only and a photo-only product: a model that cannot answer both is not served."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, size=(96, 96, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return [
+        ProductInput(designation="Produit de test", description="vérification du modèle"),
+        ProductInput(image=buffer.getvalue()),
+    ]
+
+
+def smoke_test(predictor: Predictor) -> None:
+    """Raise unless the predictor gives one distribution over its codes per smoke product."""
+    answers = predictor.predict(smoke_products(), top_k=len(predictor.model.classes_))
+    for answer in answers:
+        total = sum(score.probability for score in answer.top)
+        if not answer.top or abs(total - 1.0) > 1e-3:
+            raise RuntimeError(f"smoke prediction is not a distribution (sums to {total:.4f})")
+
+
+class ModelSlot:
+    """Holds the serving predictor; ``request_load`` swaps in another in the background."""
+
+    def __init__(self, torch_threads: int = 1, max_image_bytes: int = 10 * 1024 * 1024) -> None:
+        self.torch_threads = torch_threads
+        self.max_image_bytes = max_image_bytes
+        self._current: Predictor | None = None
+        self._lock = threading.Lock()
+        self._loading: threading.Thread | None = None
+        self.last_load: LoadStatus | None = None
+
+    @property
+    def current(self) -> Predictor | None:
+        return self._current
+
+    @property
+    def loading(self) -> bool:
+        return self._loading is not None and self._loading.is_alive()
+
+    def request_load(self, uri: str, version: str | None = None) -> LoadStatus:
+        """Start loading ``uri`` in the background; LoadInProgressError if a load is running."""
+        with self._lock:
+            if self.loading:
+                running = self.last_load.uri if self.last_load else "?"
+                raise LoadInProgressError(f"a load of {running} is in progress; try again later")
+            status = LoadStatus(uri=uri, version=version, state="loading", started=time.time())
+            self.last_load = status
+            self._loading = threading.Thread(
+                target=self._load, args=(status,), name="model-load", daemon=True
+            )
+            self._loading.start()
+        return status
+
+    def wait(self, timeout: float | None = None) -> LoadStatus | None:
+        """Block until the running load (if any) ends; tests and the CLI use it."""
+        thread = self._loading
+        if thread is not None:
+            thread.join(timeout)
+        return self.last_load
+
+    def close(self) -> None:
+        """Stop advertising the served model (the process is shutting down)."""
+        if self._current is not None:
+            metrics.MODEL_INFO.remove(*_info_labels(self._current))
+            self._current = None
+
+    def _load(self, status: LoadStatus) -> None:
+        try:
+            predictor = Predictor.load(status.uri, max_image_bytes=self.max_image_bytes)
+            predictor.model.inference_threads = self.torch_threads
+            smoke_test(predictor)
+        except Exception as exc:  # any failure: refuse the version, keep the old one
+            status.state, status.error = "failed", f"{type(exc).__name__}: {exc}"
+            status.finished = time.time()
+            metrics.MODEL_LOAD_FAILURES.inc()
+            log.error("model %s refused: %s", status.uri, status.error)
+            return
+        previous, self._current = self._current, predictor  # the swap: one assignment
+        status.version = predictor.model_version or status.version
+        status.state, status.finished = "serving", time.time()
+        metrics.MODEL_LOADS.inc()
+        if previous is not None:
+            metrics.MODEL_INFO.remove(*_info_labels(previous))
+        metrics.MODEL_INFO.labels(*_info_labels(predictor)).set(1)
+        log.info(
+            "serving model %s (version %s) after %.1f s",
+            status.uri,
+            status.version,
+            status.finished - status.started,
+        )
+
+
+def _info_labels(predictor: Predictor) -> tuple[str, str, str]:
+    return predictor.model_version or "", predictor.family, predictor.model_uri

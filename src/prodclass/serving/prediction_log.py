@@ -1,0 +1,212 @@
+"""The prediction log: every answered product is recorded, off the response path.
+
+Requests append records to an in-memory buffer; one writer thread stores the photos (once, by
+content hash, under ``settings.upload_dir``) and inserts the records in bulk. When the database
+is unreachable the records stay buffered and are retried with backoff; past
+``memory_limit`` they are appended to a spill file and replayed once the database answers, so
+nothing is lost while it is down. ``prodclass_prediction_log_backlog`` shows what is pending.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from prodclass.db.session import session_scope
+from prodclass.db.tables import PredictionRecord
+from prodclass.serving import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LogRecord:
+    id: str
+    created_at: datetime
+    username: str | None
+    model_uri: str
+    model_version: str | None
+    product_id: str | None
+    imageid: str | None
+    product_identifier: str | None
+    designation: str
+    description: str
+    text_sha256: str | None
+    image_sha256: str | None
+    inputs: str
+    prdtypecode: int
+    probability: float
+    top: list[dict[str, Any]]
+    latency_ms: float
+    image: bytes | None = field(default=None, repr=False)  # stored on disk, not in the table
+
+    def row(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("image")
+        return data
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        db_url: str,
+        upload_dir: Path,
+        spill_file: Path,
+        flush_seconds: float = 1.0,
+        memory_limit: int = 10_000,
+    ) -> None:
+        self.db_url = db_url
+        self.upload_dir = upload_dir
+        self.spill_file = spill_file
+        self.flush_seconds = flush_seconds
+        self.memory_limit = memory_limit
+        self._buffer: deque[LogRecord] = deque()
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one writer at a time (thread or an explicit flush)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._spilled = self._count_spilled()
+        self._update_backlog()
+
+    # ---- producer side -------------------------------------------------------------------
+    def append(self, records: list[LogRecord]) -> None:
+        """Queue records for writing; returns at once."""
+        with self._lock:
+            self._buffer.extend(records)
+            overflow = len(self._buffer) - self.memory_limit
+            spill = [self._buffer.popleft() for _ in range(max(0, overflow))]
+        if spill:
+            self._spill(spill)
+        self._update_backlog()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._buffer) + self._spilled
+
+    def pending(self, record_id: str) -> bool:
+        with self._lock:
+            return any(r.id == record_id for r in self._buffer)
+
+    # ---- writer side ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the writer after a last flush (what cannot be written is spilled to disk)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if not self.flush():
+            with self._lock:
+                rest = list(self._buffer)
+                self._buffer.clear()
+            if rest:
+                self._spill(rest)
+        self._update_backlog()
+
+    def flush(self) -> bool:
+        """Write what is pending now; True when nothing is left."""
+        with self._flush_lock:
+            try:
+                self._replay_spill()
+                while True:
+                    with self._lock:
+                        batch = [self._buffer[i] for i in range(min(500, len(self._buffer)))]
+                    if not batch:
+                        return True
+                    self._write(batch)
+                    with self._lock:
+                        for _ in batch:
+                            self._buffer.popleft()
+                    self._update_backlog()
+            except Exception as exc:  # the database is down: keep everything, retry later
+                metrics.LOG_WRITE_FAILURES.inc()
+                log.warning("prediction log: write failed, %d pending (%s)", self.backlog, exc)
+                return False
+            finally:
+                self._update_backlog()
+
+    def _run(self) -> None:
+        delay = self.flush_seconds
+        while not self._stop.is_set():
+            self._wake.wait(delay)
+            self._wake.clear()
+            ok = self.flush()
+            delay = self.flush_seconds if ok else min(delay * 2, 30.0)
+
+    def _write(self, batch: list[LogRecord]) -> None:
+        for record in batch:
+            if record.image is not None and record.image_sha256:
+                self._store_photo(record.image_sha256, record.image)
+        with session_scope(self.db_url) as session:
+            ids = [r.id for r in batch]
+            # a retry after a commit whose answer was lost must not insert twice
+            done = set(
+                session.scalars(select(PredictionRecord.id).where(PredictionRecord.id.in_(ids)))
+            )
+            rows = [r.row() for r in batch if r.id not in done]
+            if rows:
+                session.execute(insert(PredictionRecord), rows)
+
+    def _store_photo(self, sha: str, image: bytes) -> None:
+        path = self.upload_dir / sha[:2] / sha
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+        tmp.write_bytes(image)
+        tmp.replace(path)
+
+    # ---- spill file ----------------------------------------------------------------------
+    def _spill(self, records: list[LogRecord]) -> None:
+        for record in records:
+            if record.image is not None and record.image_sha256:
+                self._store_photo(record.image_sha256, record.image)
+        self.spill_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.spill_file.open("a", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps(record.row(), default=_json_default) + "\n")
+        self._spilled += len(records)
+        log.warning("prediction log: %d records spilled to %s", len(records), self.spill_file)
+
+    def _count_spilled(self) -> int:
+        if not self.spill_file.is_file():
+            return 0
+        with self.spill_file.open(encoding="utf-8") as lines:
+            return sum(1 for _ in lines)
+
+    def _replay_spill(self) -> None:
+        if not self._spilled:
+            return
+        with self.spill_file.open(encoding="utf-8") as lines:
+            rows = [json.loads(line) for line in lines if line.strip()]
+        records = []
+        for row in rows:
+            row["created_at"] = datetime.fromisoformat(row["created_at"])
+            records.append(LogRecord(**row))
+        for start in range(0, len(records), 500):
+            self._write(records[start : start + 500])
+        self.spill_file.unlink()
+        self._spilled = 0
+        log.info("prediction log: replayed %d spilled records", len(records))
+
+    def _update_backlog(self) -> None:
+        metrics.LOG_BACKLOG.set(self.backlog)
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
