@@ -22,6 +22,9 @@ from prodclass.data.prepare import SplitParams, prepare
 from prodclass.data.validate import validate
 from prodclass.settings import get_settings
 
+# real-server fixtures (PostgreSQL database per module, free ports) for every test folder
+pytest_plugins = ["tests.servers"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # six product types that look and read differently, PER_CODE real rows each (model tests)
 SIX_CODES = ("10", "1280", "1920", "1940", "2522", "2583")

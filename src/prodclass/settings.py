@@ -108,9 +108,9 @@ class Settings(BaseSettings):
     )
     api_top_k: int = Field(default=5, ge=1, le=27)
     api_rate_limit_per_minute: int = Field(
-        default=600, ge=1, description="Requests per user per minute (token bucket)."
+        default=3000, ge=1, description="Requests per user per minute (token bucket)."
     )
-    api_rate_limit_burst: int = Field(default=60, ge=1)
+    api_rate_limit_burst: int = Field(default=200, ge=1)
     prediction_log_flush_seconds: float = Field(
         default=1.0, gt=0, description="How often buffered prediction records are written."
     )

@@ -14,13 +14,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from tests.conftest import PROJECT_ROOT, copy_subset
+from tests.servers import free_port as _free_port
+from tests.servers import tail as _tail
+from tests.servers import with_database as _with_database
 from typer.testing import CliRunner
 
 from prodclass.cli.main import app
@@ -36,45 +37,10 @@ from prodclass.settings import get_settings
 
 pytestmark = pytest.mark.postgres
 
-POSTGRES_ENV = "PRODCLASS_TEST_POSTGRES_URL"
-REQUIRE_ENV = "PRODCLASS_REQUIRE_POSTGRES"
 STARTUP_TIMEOUT_S = 90.0
 MODEL_NAME = "prodclass"
 
 runner = CliRunner()
-
-
-def _unavailable(reason: str) -> None:
-    """Skip, or fail when the environment says PostgreSQL is required (CI)."""
-    message = (
-        f"no PostgreSQL server: set {POSTGRES_ENV} to a reachable server, e.g. "
-        f"postgresql://postgres@127.0.0.1:5432/postgres ({reason})"
-    )
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{REQUIRE_ENV}=1 but {message}", pytrace=False)
-    pytest.skip(message)
-
-
-def _with_database(url: str, database: str, driver: str | None = None) -> str:
-    """The same server URL pointing at another database (and optionally a SQLAlchemy driver)."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url).set(database=database)
-    if driver is not None:
-        parsed = parsed.set(drivername=driver)
-    return parsed.render_as_string(hide_password=False)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    if not path.is_file():
-        return "(no log written)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _health(url: str) -> int | None:
@@ -95,45 +61,6 @@ def _run(*args: object):
     return result
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> str:
-    """The admin URL of the PostgreSQL server, checked to answer."""
-    url = os.environ.get(POSTGRES_ENV, "").strip()
-    if not url:
-        _unavailable(f"{POSTGRES_ENV} is unset")
-    import psycopg
-
-    try:
-        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        _unavailable(f"cannot connect to {url}: {exc}".strip())
-    return url
-
-
-@pytest.fixture(scope="module")
-def database(postgres_url: str) -> Iterator[str]:
-    """A fresh database with a unique name; yields its name and drops it afterwards."""
-    import psycopg
-    from psycopg import sql
-
-    name = f"prodclass_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, connect_timeout=5, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield name
-    finally:
-        with psycopg.connect(postgres_url, connect_timeout=5, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
 @dataclass(frozen=True)
 class Server:
     url: str
@@ -143,8 +70,9 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(postgres_url: str, database: str,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def mlflow_server(
+    postgres_url: str, database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """`mlflow server` on a free loopback port, PostgreSQL backend, proxied local artifacts."""
     root = tmp_path_factory.mktemp("mlflow-server")
     artifacts = root / "artifacts"
@@ -153,22 +81,33 @@ def mlflow_server(postgres_url: str, database: str,
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
-        str(Path(sys.executable).with_name("mlflow")), "server",
-        "--backend-store-uri", _with_database(postgres_url, database, "postgresql+psycopg"),
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        _with_database(postgres_url, database, "postgresql+psycopg"),
         "--serve-artifacts",
-        "--artifacts-destination", str(artifacts),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "PRODCLASS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PRODCLASS_"))}
     # No huey job runner: nothing here needs it and it would leave state in /dev/shm.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     with log.open("wb") as log_file:
         # Own session, so teardown can stop the server and the uvicorn worker it spawns.
-        proc = subprocess.Popen(command, cwd=root, env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            cwd=root,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
@@ -176,12 +115,18 @@ def mlflow_server(postgres_url: str, database: str,
             if status == 200:
                 break
             if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with code {proc.returncode} before answering "
-                            f"{url}/health; log tail:\n{_tail(log)}", pytrace=False)
+                pytest.fail(
+                    f"mlflow server exited with code {proc.returncode} before answering "
+                    f"{url}/health; log tail:\n{_tail(log)}",
+                    pytrace=False,
+                )
             if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not answer 200 on {url}/health within "
-                            f"{STARTUP_TIMEOUT_S:.0f} s (last status {status}); log tail:\n"
-                            f"{_tail(log)}", pytrace=False)
+                pytest.fail(
+                    f"mlflow server did not answer 200 on {url}/health within "
+                    f"{STARTUP_TIMEOUT_S:.0f} s (last status {status}); log tail:\n"
+                    f"{_tail(log)}",
+                    pytrace=False,
+                )
             time.sleep(0.5)
         yield Server(url, _with_database(postgres_url, database), artifacts, log)
     finally:
@@ -204,8 +149,9 @@ class Registered:
 
 
 @pytest.fixture(scope="module")
-def registered(mlflow_server: Server, sample: Path,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]:
+def registered(
+    mlflow_server: Server, sample: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registered]:
     """Prepare, train, evaluate and register one model through the tracking server."""
     root = tmp_path_factory.mktemp("cli-server")
     state = root / "state"
@@ -225,15 +171,47 @@ def registered(mlflow_server: Server, sample: Path,
         prepared, model = root / "prepared", root / "model"
         _run("data", "prepare", "--out", prepared)
         # the server, not the model, is under test: the fast text family trains
-        _run("train", "--prepared", prepared, "--out", model, "--report", root / "train.json",
-             "--model-family", "tfidf-linear")
-        _run("evaluate", "--prepared", prepared, "--model", model, "--train-report",
-             root / "train.json", "--out", root / "test.json")
-        _run("models", "register", "--train-report", root / "train.json", "--evaluation",
-             root / "test.json", "--prepared", prepared, "--out", root / "register.json")
-        yield Registered(root, state, mlflow_server,
-                         json.loads((root / "train.json").read_text()),
-                         json.loads((root / "register.json").read_text()))
+        _run(
+            "train",
+            "--prepared",
+            prepared,
+            "--out",
+            model,
+            "--report",
+            root / "train.json",
+            "--model-family",
+            "tfidf-linear",
+        )
+        _run(
+            "evaluate",
+            "--prepared",
+            prepared,
+            "--model",
+            model,
+            "--train-report",
+            root / "train.json",
+            "--out",
+            root / "test.json",
+        )
+        _run(
+            "models",
+            "register",
+            "--train-report",
+            root / "train.json",
+            "--evaluation",
+            root / "test.json",
+            "--prepared",
+            prepared,
+            "--out",
+            root / "register.json",
+        )
+        yield Registered(
+            root,
+            state,
+            mlflow_server,
+            json.loads((root / "train.json").read_text()),
+            json.loads((root / "register.json").read_text()),
+        )
     finally:
         import mlflow
 
@@ -253,8 +231,9 @@ def test_first_version_is_registered_and_promoted(registered: Registered) -> Non
     assert [(v["version"], v["aliases"]) for v in listing] == [("1", ["champion"])]
 
 
-def test_champion_scores_a_small_real_folder(registered: Registered, sample: Path,
-                                             tmp_path: Path) -> None:
+def test_champion_scores_a_small_real_folder(
+    registered: Registered, sample: Path, tmp_path: Path
+) -> None:
     data = copy_subset(sample, tmp_path / "data")
     out = tmp_path / "r.json"
     _run("evaluate", "--data", data, "--model", "models:/prodclass@champion", "--out", out)
@@ -271,8 +250,7 @@ def test_champion_scores_a_small_real_folder(registered: Registered, sample: Pat
 def test_run_is_on_the_server(registered: Registered) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=registered.server.url,
-                          registry_uri=registered.server.url)
+    client = MlflowClient(tracking_uri=registered.server.url, registry_uri=registered.server.url)
     run = client.get_run(registered.train_report["run_id"])
     assert "val_weighted_f1" in run.data.metrics
     assert run.info.status == "FINISHED"
@@ -285,16 +263,19 @@ def test_registry_rows_are_in_postgresql(registered: Registered) -> None:
     with psycopg.connect(registered.server.database_url, connect_timeout=5) as conn:
         models = conn.execute("SELECT name FROM registered_models").fetchall()
         versions = conn.execute(
-            "SELECT name, version, run_id FROM model_versions ORDER BY version").fetchall()
+            "SELECT name, version, run_id FROM model_versions ORDER BY version"
+        ).fetchall()
         aliases = conn.execute(
-            "SELECT name, alias, version FROM registered_model_aliases").fetchall()
+            "SELECT name, alias, version FROM registered_model_aliases"
+        ).fetchall()
     assert models == [(MODEL_NAME,)]
     assert versions == [(MODEL_NAME, 1, registered.train_report["run_id"])]
     assert aliases == [(MODEL_NAME, "champion", 1)]
 
 
 def test_artifacts_land_in_the_server_destination_not_the_embedded_store(
-        registered: Registered) -> None:
+    registered: Registered,
+) -> None:
     cards = list(registered.server.artifacts.rglob("model.json"))
     assert cards, f"no model.json below {registered.server.artifacts}"
     assert not (registered.state / "mlflow.db").exists()

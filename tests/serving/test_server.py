@@ -1,0 +1,209 @@
+"""`prodclass serve` as users run it: a real uvicorn process on loopback, driven over HTTP.
+
+A hot swap while eight clients post real photos fails no request; a full queue answers 503 with
+Retry-After; the first admin comes from `prodclass users create --password-stdin`; on
+PostgreSQL the prediction log and feedback land in the real server's tables.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import free_port, tail, with_database
+from tests.serving.conftest import PASSWORDS, Served
+
+PRODCLASS = [str(Path(sys.executable).with_name("prodclass"))]  # the installed command
+
+
+def _env(served: Served, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODCLASS_")}
+    env |= {
+        "PRODCLASS_STATE_DIR": str(served.state),
+        "PRODCLASS_DATA_DIR": os.environ.get("PRODCLASS_DATA_DIR", str(served.settings.data_dir)),
+        "PRODCLASS_JWT_SECRET": "server-test-key-" + "y" * 32,
+        "PRODCLASS_LOG_LEVEL": "WARNING",
+        "NO_PROXY": "127.0.0.1,localhost",
+        # load tests are one user: the per-user rate limit is tested in test_api.py
+        "PRODCLASS_API_RATE_LIMIT_PER_MINUTE": "1000000",
+        "PRODCLASS_API_RATE_LIMIT_BURST": "100000",
+    }
+    return env | overrides
+
+
+@pytest.fixture
+def start_server(served: Served, tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start `prodclass serve` with setting overrides; return its base URL once ready."""
+    processes: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(**overrides: str) -> str:
+        port = free_port()
+        log = tmp_path / f"serve-{port}.log"
+        process = subprocess.Popen(
+            [*PRODCLASS, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=_env(served, **overrides),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        processes.append((process, log))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"prodclass serve exited {process.returncode}:\n{tail(log)}")
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"prodclass serve not ready after 120 s:\n{tail(log)}")
+
+    yield start
+    for process, _ in processes:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _token(url: str, username: str, password: str) -> dict[str, str]:
+    answer = httpx.post(f"{url}/token", data={"username": username, "password": password})
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+def _wait_load(url: str, headers: dict[str, str]) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        current = httpx.get(f"{url}/models/current", headers=headers).json()
+        if current["last_load"]["state"] != "loading":
+            return current
+        time.sleep(0.2)
+    raise AssertionError("the load did not end")
+
+
+def test_hot_swap_under_concurrent_load_fails_no_request(start_server, served, sample_products):
+    url = start_server()
+    admin = _token(url, "admin", PASSWORDS["admin"])
+    client = _token(url, "client", PASSWORDS["client"])
+    stop = threading.Event()
+    statuses: Counter[int] = Counter()
+    versions: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def post_products(worker: int) -> None:
+        with httpx.Client(base_url=url, headers=client, timeout=60) as http:
+            i = worker
+            while not stop.is_set():
+                fields, photo = sample_products.both[i % len(sample_products.both)]
+                answer = http.post("/predict", data=fields, files={"image": ("p.jpg", photo)})
+                with lock:
+                    statuses[answer.status_code] += 1
+                    if answer.status_code == 200:
+                        versions[answer.json()["model"]["version"]] += 1
+                i += 8
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(post_products, w) for w in range(8)]
+        time.sleep(2)
+        for version in (served.text_version, served.multimodal_version):
+            assert httpx.post(f"{url}/models/{version}/load", headers=admin).status_code == 202
+            current = _wait_load(url, admin)
+            assert current["serving"]["version"] == version, current
+            time.sleep(2)  # requests flow on the new version
+        stop.set()
+        for future in futures:
+            future.result()
+    assert set(statuses) == {200}, statuses
+    assert sum(statuses.values()) >= 40
+    assert versions[served.text_version] > 0 and versions[served.multimodal_version] > 0
+
+
+def test_a_full_queue_answers_503_with_retry_after(start_server, served, sample_products):
+    url = start_server(PRODCLASS_API_QUEUE_LIMIT="2", PRODCLASS_API_PREDICT_WORKERS="1")
+    client = _token(url, "client", PASSWORDS["client"])
+
+    def post(i: int) -> httpx.Response:
+        fields, photo = sample_products.both[i % len(sample_products.both)]
+        return httpx.post(
+            f"{url}/predict",
+            data=fields,
+            files={"image": ("p.jpg", photo)},
+            headers=client,
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(post, range(48)))
+    codes = Counter(a.status_code for a in answers)
+    assert set(codes) == {200, 503}, codes
+    refused = next(a for a in answers if a.status_code == 503)
+    assert int(refused.headers["Retry-After"]) >= 1 and "queue is full" in refused.json()["detail"]
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "prodclass_overload_rejections_total" in metrics
+
+
+@pytest.mark.postgres
+def test_first_admin_from_the_cli_and_everything_stored_in_postgresql(
+    start_server, served, sample_products, postgres_url, database
+):
+    import psycopg
+
+    db_url = with_database(postgres_url, database)
+    env = _env(served, PRODCLASS_DATABASE_URL=db_url)
+    for args, stdin in (
+        (["db", "upgrade"], ""),
+        (["users", "create", "boss", "--role", "admin", "--password-stdin"], "boss-password-1\n"),
+    ):
+        done = subprocess.run(
+            [*PRODCLASS, *args], env=env, input=stdin, text=True, capture_output=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+    refused = subprocess.run(
+        [*PRODCLASS, "users", "create", "weak", "--role", "client", "--password-stdin"],
+        env=env,
+        input="short\n",
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1 and "at least" in refused.stderr
+    url = start_server(PRODCLASS_DATABASE_URL=db_url, PRODCLASS_PREDICTION_LOG_FLUSH_SECONDS="0.2")
+    boss = _token(url, "boss", "boss-password-1")
+    created = httpx.post(
+        f"{url}/users",
+        json={"username": "rev", "password": "rev-password-1", "role": "reviewer"},
+        headers=boss,
+    )
+    assert created.status_code == 201
+    fields, photo = sample_products.both[3]
+    answer = httpx.post(
+        f"{url}/predict", data=fields, files={"image": ("p.jpg", photo)}, headers=boss, timeout=60
+    ).json()
+    reviewer = _token(url, "rev", "rev-password-1")
+    feedback = httpx.post(
+        f"{url}/feedback/{answer['prediction_id']}", json={"prdtypecode": 2583}, headers=reviewer
+    )
+    assert feedback.status_code == 201, feedback.text
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT p.username, p.model_version, p.image_sha256, f.prdtypecode, f.username "
+            "FROM predictions p JOIN feedback f ON f.prediction_id = p.id WHERE p.id = %s",
+            (answer["prediction_id"],),
+        ).fetchone()
+        roles = dict(conn.execute("SELECT username, role FROM users").fetchall())
+    assert row[:2] == ("boss", served.multimodal_version) and row[2] and row[3:] == (2583, "rev")
+    assert roles == {"boss": "admin", "rev": "reviewer"}
