@@ -34,6 +34,7 @@ app.command()(service_cli.serve)
 app.add_typer(service_cli.db_app, name="db")
 app.add_typer(service_cli.users_app, name="users")
 app.add_typer(service_cli.feedback_app, name="feedback")
+app.add_typer(service_cli.index_app, name="index")
 
 
 @app.callback()

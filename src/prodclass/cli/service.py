@@ -1,4 +1,5 @@
-"""Commands of the prediction service: `serve`, `db upgrade`, `users ...`, `feedback export`."""
+"""Commands of the prediction service: `serve`, `db upgrade`, `users ...`, `feedback export`,
+`index build`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from prodclass.cli.common import console, settings, user_errors
 db_app = typer.Typer(help="The application database (users, prediction log, feedback).")
 users_app = typer.Typer(help="API accounts and their roles (admin, reviewer, client).")
 feedback_app = typer.Typer(help="Reviewers' feedback on predictions.")
+index_app = typer.Typer(help="Catalogue similarity index of a model version.")
 
 
 def serve(
@@ -97,3 +99,32 @@ def feedback_export(
     with session_scope(config.db_url) as session:
         count = export_labelled(session, config.upload_dir, out)
     console.print(f"{count} reviewed products written to {out}")
+
+
+@index_app.command("build")
+def index_build(
+    model: Annotated[str | None, typer.Option(help="Default: PRODCLASS_MODEL_URI.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Labelled catalogue (default: PRODCLASS_DATA_DIR).")
+    ] = None,
+) -> None:
+    """Embed the labelled catalogue with a model, for `/products/similar` (one index per
+    model version, under state_dir/similarity/)."""
+    from prodclass.cli.common import data_dir_or_default
+    from prodclass.data.validate import validate
+    from prodclass.registry.tracking import configure_mlflow
+    from prodclass.serving.predictor import Predictor
+    from prodclass.serving.similarity import CatalogueIndex, index_folder
+
+    config = settings()
+    with user_errors():
+        configure_mlflow(config)
+        predictor = Predictor.load(model or config.model_uri)
+        products = validate(data_dir_or_default(data), workers=config.image_check_workers).products
+        index = CatalogueIndex.build(predictor, products)
+        folder = index.save(index_folder(config.state_dir, index.model_key))
+    sizes = ", ".join(f"{m} {int(p.sum())}" for m, p in index.present.items())
+    console.print(
+        f"catalogue index of model {index.model_key}: {len(products)} products ({sizes})"
+        f" -> {folder}"
+    )

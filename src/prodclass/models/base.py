@@ -22,6 +22,10 @@ import prodclass
 MODEL_CARD = "model.json"
 
 
+class NoEmbeddingError(NotImplementedError):
+    """The model family has no representation to compare products in."""
+
+
 class FamilyParams(BaseModel):
     """Base of each family's hyper-parameters: unknown keys and wrong types are refused."""
 
@@ -66,6 +70,12 @@ class ProductClassifier(ABC):
 
     @abstractmethod
     def _load_files(self, path: Path) -> None: ...
+
+    def embed(self, products: pd.DataFrame) -> dict[str, Any]:
+        """The products in the model's own representation space, per modality: ``{"text": M,
+        "image": M}`` with one row per product (a dense array or a scipy sparse matrix), zero
+        for a product without that modality. Similarity search compares rows by cosine."""
+        raise NoEmbeddingError(f"model family {self.family} has no embedding space")
 
     def predict(self, products: pd.DataFrame) -> np.ndarray:
         return self.classes_[self.predict_proba(products).argmax(axis=1)]

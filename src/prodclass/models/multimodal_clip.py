@@ -435,6 +435,32 @@ class MultimodalClipClassifier(ProductClassifier):
         logits = self._logits(products) / self.temperature
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
+    def embed(self, products: pd.DataFrame) -> dict[str, Any]:
+        """Text and image: CLIP's own text and image features (with the fine-tuned ends)."""
+        assert self.net is not None and self.inputs is not None
+        torch.set_num_threads(self.predict_threads)
+        self.net.eval()
+        clip = self.net.clip
+        texts = products["text"].to_numpy()
+        paths = products["image_path"].to_numpy()
+        out = {
+            "text": np.zeros((len(products), self.net.config.text_dim), np.float32),
+            "image": np.zeros((len(products), self.net.config.image_dim), np.float32),
+        }
+        with torch.inference_mode():
+            for start in range(0, len(products), 64):
+                rows = np.arange(start, min(start + 64, len(products)))
+                has_text, has_image = rows[texts[rows] != ""], rows[paths[rows] != ""]
+                if len(has_text):
+                    ids, mask = self.inputs.tokens([str(t) for t in texts[has_text]])
+                    emb = clip.get_text_features(input_ids=ids, attention_mask=mask)
+                    out["text"][has_text] = emb.pooler_output.numpy()
+                if len(has_image):
+                    pixels = self.inputs.pixels([str(p) for p in paths[has_image]])
+                    emb = clip.get_image_features(pixel_values=pixels)
+                    out["image"][has_image] = emb.pooler_output.numpy()
+        return out
+
     # ---- artefact -----------------------------------------------------------------------
     def _save_files(self, path: Path) -> None:
         assert self.net is not None and self.inputs is not None

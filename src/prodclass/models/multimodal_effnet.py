@@ -233,15 +233,12 @@ class MultimodalEffnetClassifier(ProductClassifier):
             "image_only": ocr,
         }
 
-    def _inputs(
-        self,
-        products: pd.DataFrame,
-        views: tuple[str, ...],
-        variants: tuple[Variant, ...],
-        oof_stack: bool = False,
-    ) -> _Inputs:
+    def _activations(
+        self, products: pd.DataFrame, views: tuple[str, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Which products have a photo the model reads, and the photos' cached trunk
+        activations (N_photo, V, C, h, w)."""
         has_image = (products["image_path"] != "").to_numpy() & self.params.use_image
-        photo_index = np.where(has_image, np.cumsum(has_image) - 1, -1)
         acts = np.zeros((0, len(views), 1, 1, 1), dtype=np.float16)
         if has_image.any():
             cache = self.cache or FeatureCache(_settings().state_dir / "feature-cache")
@@ -254,6 +251,17 @@ class MultimodalEffnetClassifier(ProductClassifier):
                 views=views,
                 progress=len(paths) > 64,
             )
+        return has_image, acts
+
+    def _inputs(
+        self,
+        products: pd.DataFrame,
+        views: tuple[str, ...],
+        variants: tuple[Variant, ...],
+        oof_stack: bool = False,
+    ) -> _Inputs:
+        has_image, acts = self._activations(products, views)
+        photo_index = np.where(has_image, np.cumsum(has_image) - 1, -1)
         ocr = self._ocr_words(products)
         words = self._words(products, ocr)
         ids: dict[str, list[list[int]]] = {}
@@ -474,6 +482,21 @@ class MultimodalEffnetClassifier(ProductClassifier):
         torch.set_num_threads(self.predict_threads)
         logits = self._logits(self._inputs(products, ("orig",), ("full",))) / self.temperature
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+
+    def embed(self, products: pd.DataFrame) -> dict[str, Any]:
+        """Text: the TF-IDF member's vector (sparse); image: the pretrained photo features the
+        photo member reads (pooled EfficientNet-Lite activations)."""
+        out: dict[str, Any] = {}
+        if self.tfidf is not None:
+            out["text"] = self.tfidf.embed(products)["text"]
+        if self.params.use_image:
+            torch.set_num_threads(self.predict_threads)
+            has_image, acts = self._activations(products, ("orig",))
+            features = self._frozen_features(acts)[:, 0]  # (N_photo, D)
+            image = np.zeros((len(products), features.shape[1] or 1), np.float32)
+            image[has_image] = features
+            out["image"] = image
+        return out
 
     # ---- artefact -----------------------------------------------------------------------
     def _save_files(self, path: Path) -> None:

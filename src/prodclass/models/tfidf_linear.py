@@ -106,6 +106,13 @@ class TfidfLinearClassifier(ProductClassifier):
             raise RuntimeError("model is not trained")
         return self.pipeline.predict_proba(products["text"].fillna("").tolist())
 
+    def embed(self, products: pd.DataFrame) -> dict[str, Any]:
+        """Text: the TF-IDF vector (sparse) the linear model reads."""
+        if self.pipeline is None:
+            raise RuntimeError("model is not trained")
+        texts = products["text"].fillna("").tolist()
+        return {"text": self.pipeline.named_steps["tfidf"].transform(texts)}
+
     def _save_files(self, path: Path) -> None:
         joblib.dump(self.pipeline, path / PIPELINE_FILE, compress=3)
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,6 +92,29 @@ class Predictor:
         if not products:
             return []
         top_k = max(1, min(top_k, len(self.model.classes_)))
+        with self._model_frame(products) as (rows, hashes):
+            probabilities = self.model.predict_proba(rows)  # (N, C)
+        order = np.argsort(-probabilities, axis=1)[:, :top_k]
+        out = []
+        for i, product in enumerate(products):
+            top = [self._score(int(self.model.classes_[j]), probabilities[i, j]) for j in order[i]]
+            given = (("text", rows.at[i, "text"]), ("image", rows.at[i, "image_path"]))
+            kinds = [kind for kind, value in given if value]
+            out.append(Prediction(top, "+".join(kinds), hashes[i], product.product_id))
+        return out
+
+    def embed(self, products: Sequence[ProductInput]) -> dict[str, Any]:
+        """The products in the model's representation space, per modality (see
+        ``ProductClassifier.embed``); checked like predictions."""
+        with self._model_frame(products) as (rows, _):
+            return self.model.embed(rows)
+
+    @contextmanager
+    def _model_frame(
+        self, products: Sequence[ProductInput]
+    ) -> Iterator[tuple[pd.DataFrame, list[str | None]]]:
+        """The frame models read (cleaned ``text``, ``image_path`` of a temporary copy of the
+        photo, valid inside the block) and each photo's hash."""
         rows, hashes = [], []
         with tempfile.TemporaryDirectory(prefix="prodclass-photos-") as tmp:
             for position, product in enumerate(products):
@@ -97,15 +122,7 @@ class Predictor:
                 path = self._store(product.image, sha, Path(tmp))
                 rows.append({"text": text, "image_path": path})
                 hashes.append(sha)
-            probabilities = self.model.predict_proba(pd.DataFrame(rows))  # (N, C)
-        order = np.argsort(-probabilities, axis=1)[:, :top_k]
-        out = []
-        for i, product in enumerate(products):
-            top = [self._score(int(self.model.classes_[j]), probabilities[i, j]) for j in order[i]]
-            given = (("text", rows[i]["text"]), ("image", rows[i]["image_path"]))
-            kinds = [kind for kind, value in given if value]
-            out.append(Prediction(top, "+".join(kinds), hashes[i], product.product_id))
-        return out
+            yield pd.DataFrame(rows, columns=["text", "image_path"]), hashes
 
     def check(self, product: ProductInput, position: int = 0) -> tuple[str, str | None]:
         """The product's cleaned text and photo hash; InvalidProductError says why a product

@@ -17,13 +17,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prodclass import __version__
 from prodclass.db.users import UserError
+from prodclass.models.base import NoEmbeddingError
 from prodclass.registry.model_registry import RegistryError
 from prodclass.serving import metrics
-from prodclass.serving.api.routes import auth, feedback, models, predict, system, users
+from prodclass.serving.api.routes import (
+    auth,
+    feedback,
+    models,
+    predict,
+    similarity,
+    system,
+    users,
+)
 from prodclass.serving.api.services import Services
 from prodclass.serving.model_slot import LoadInProgressError
 from prodclass.serving.prediction_queue import NoModelError, OverloadedError
 from prodclass.serving.predictor import InvalidProductError
+from prodclass.serving.similarity import IndexMissingError
 from prodclass.settings import Settings, get_settings
 
 BATCH_PREFIX = "/predict/batch"
@@ -47,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "from a French title, description and photo.",
         lifespan=lifespan,
     )
-    for module in (system, auth, users, predict, models, feedback):
+    for module in (system, auth, users, predict, similarity, models, feedback):
         app.include_router(module.router)
     _add_error_answers(app)
     # outermost first: metrics see the 413s of the size limit too
@@ -91,6 +101,14 @@ def _add_error_answers(app: FastAPI) -> None:
     @app.exception_handler(UserError)
     async def user_error(_: Request, exc: UserError) -> JSONResponse:
         return _json(status.HTTP_400_BAD_REQUEST, str(exc))
+
+    @app.exception_handler(IndexMissingError)
+    async def index_missing(_: Request, exc: IndexMissingError) -> JSONResponse:
+        return _json(status.HTTP_409_CONFLICT, str(exc))
+
+    @app.exception_handler(NoEmbeddingError)
+    async def no_embedding(_: Request, exc: NoEmbeddingError) -> JSONResponse:
+        return _json(status.HTTP_409_CONFLICT, str(exc))
 
     @app.exception_handler(LookupError)
     async def not_found(_: Request, exc: LookupError) -> JSONResponse:

@@ -147,7 +147,7 @@ def _check_all(services: Services, products: list[_Product], problems: list[str]
         raise InvalidProductError(shown + (" ..." if len(problems) > 20 else ""))
 
 
-async def _read_upload(upload: UploadFile | None, limit: int) -> bytes | None:
+async def read_upload(upload: UploadFile | None, limit: int) -> bytes | None:
     if upload is None:
         return None
     data = await upload.read(limit + 1)
@@ -181,7 +181,7 @@ async def predict(
         UploadFile | None, File(description="The product photo (JPEG, PNG...)")
     ] = None,
 ) -> PredictionOut:
-    photo = await _read_upload(image, services.settings.api_max_upload_bytes)
+    photo = await read_upload(image, services.settings.api_max_upload_bytes)
     product = _Product(designation, description, photo, product_id, imageid, product_identifier)
     k = top_k or services.settings.api_top_k
     (out,) = await _predict_page(services, principal, [product], k, wait=0.0)
@@ -203,7 +203,9 @@ async def predict_batch(body: BatchIn, services: ServicesDep, principal: AnyUser
             "send pages, or a zip to /predict/batch/zip",
         )
     problems: list[str] = []
-    products = [_from_json(position, p, problems) for position, p in enumerate(body.products)]
+    products = [
+        decode_json_product(position, p, problems) for position, p in enumerate(body.products)
+    ]
     _check_all(services, products, problems)
     k = body.top_k or services.settings.api_top_k
     pages = [products[i : i + PAGE] for i in range(0, len(products), PAGE)]
@@ -213,7 +215,7 @@ async def predict_batch(body: BatchIn, services: ServicesDep, principal: AnyUser
     return BatchOut(predictions=[o for page in outs for o in page])
 
 
-def _from_json(position: int, product: ProductIn, problems: list[str]) -> _Product:
+def decode_json_product(position: int, product: ProductIn, problems: list[str]) -> _Product:
     image = None
     if product.image_base64:
         try:
