@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PRODCLASS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps install demo test lint format bench clean
+.PHONY: help system-deps install demo serve test lint format bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,11 @@ install: $(BIN)/.installed ## Create the virtualenv and install pinned dependenc
 
 demo: install ## Run the main job on the sample data (ingest → … → register), cached
 	$(BIN)/prodclass pipeline run
+	$(BIN)/prodclass index build
+
+serve: install ## Run the prediction API on PRODCLASS_API_HOST:PORT (migrates its database first)
+	$(BIN)/prodclass db upgrade
+	$(BIN)/prodclass serve
 
 test: install ## Lint and run the test suite
 	$(BIN)/ruff check src tests bench

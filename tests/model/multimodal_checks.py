@@ -54,3 +54,23 @@ def check_unreadable_photo_refused_by_name(model: ProductClassifier, tmp_path: P
     frame = pd.DataFrame({"text": ["piscine"], "image_path": [str(broken)]})
     with pytest.raises(ValueError, match="broken.jpg"):
         model.predict_proba(frame)
+
+
+def check_embeddings(model: ProductClassifier, frame: pd.DataFrame) -> None:
+    """One vector per product and modality; zero where the product lacks the modality; a
+    product is closest to itself, and different products are not identical."""
+    from scipy import sparse
+
+    rows = both_modality_rows(frame, n=4)[["text", "image_path"]].reset_index(drop=True)
+    mixed = pd.concat([rows, rows.assign(image_path=""), rows.assign(text="")], ignore_index=True)
+    vectors = model.embed(mixed)
+    assert set(vectors) == {"text", "image"}
+    for modality, matrix in vectors.items():
+        dense = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
+        assert dense.shape[0] == 12 and dense.shape[1] > 1
+        missing = slice(8, 12) if modality == "text" else slice(4, 8)
+        assert not dense[missing].any(), f"{modality} vectors of products without it"
+        unit = dense[:4] / np.linalg.norm(dense[:4], axis=1, keepdims=True)
+        cosine = unit @ unit.T
+        assert np.allclose(np.diag(cosine), 1, atol=1e-4)
+        assert (cosine[~np.eye(4, dtype=bool)] < 0.9999).all()

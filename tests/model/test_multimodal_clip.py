@@ -22,6 +22,7 @@ from tests.conftest import SIX_CODES
 from tests.model.multimodal_checks import (
     check_distributions_over_codes,
     check_each_modality_predicts,
+    check_embeddings,
     check_unreadable_photo_refused_by_name,
 )
 from tokenizers import pre_tokenizers, trainers
@@ -240,6 +241,10 @@ def test_probabilities_are_distributions_over_the_learnt_codes(trained, splits):
 
 def test_text_only_image_only_and_both_rows_all_predict(trained, splits):
     check_each_modality_predicts(trained[0], splits["test"], CODES)
+
+
+def test_products_embed_per_modality_for_similarity(trained, splits):
+    check_embeddings(trained[0], splits["val"])
 
 
 def test_an_unreadable_photo_is_refused_by_name(trained, splits, tmp_path):

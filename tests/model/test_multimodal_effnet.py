@@ -20,6 +20,7 @@ from tests.model.multimodal_checks import (
     both_modality_rows,
     check_distributions_over_codes,
     check_each_modality_predicts,
+    check_embeddings,
     check_unreadable_photo_refused_by_name,
 )
 
@@ -113,6 +114,10 @@ def test_photos_alone_are_mostly_classified_right(trained, splits):
     predicted = model.predict(rows.assign(text=""))
     accuracy = float((predicted == rows["label"].astype(int).to_numpy()).mean())
     assert accuracy > 0.4, accuracy  # chance: ~0.17
+
+
+def test_products_embed_per_modality_for_similarity(trained, splits):
+    check_embeddings(trained[0], splits["val"])
 
 
 def test_an_unreadable_photo_is_refused_by_name(trained, tmp_path):

@@ -107,6 +107,7 @@ def index_build(
     data: Annotated[
         Path | None, typer.Option(help="Labelled catalogue (default: PRODCLASS_DATA_DIR).")
     ] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if this version has one.")] = False,
 ) -> None:
     """Embed the labelled catalogue with a model, for `/products/similar` (one index per
     model version, under state_dir/similarity/)."""
@@ -120,6 +121,10 @@ def index_build(
     with user_errors():
         configure_mlflow(config)
         predictor = Predictor.load(model or config.model_uri)
+        existing = index_folder(config.state_dir, predictor.model_version or predictor.model_uri)
+        if (existing / "index.json").is_file() and not force:
+            console.print(f"catalogue index of this model exists: {existing} (--force rebuilds)")
+            return
         products = validate(data_dir_or_default(data), workers=config.image_check_workers).products
         index = CatalogueIndex.build(predictor, products)
         folder = index.save(index_folder(config.state_dir, index.model_key))

@@ -39,6 +39,7 @@ class Answer:
     predictions: list[Prediction]
     predictor: Predictor
     seconds: float  # the model call that answered this job (shared by a micro-batch)
+    batch_size: int  # products in that call
 
 
 @dataclass
@@ -167,7 +168,7 @@ class PredictionQueue:
             for prediction in mine:
                 metrics.PREDICTED_CLASS.labels(str(prediction.prdtypecode)).inc()
                 del prediction.top[job.top_k :]
-            job.future.set_result(Answer(mine, predictor, seconds))
+            job.future.set_result(Answer(mine, predictor, seconds, len(products)))
 
     def _run_alone(self, predictor: Predictor, job: _Job) -> None:
         try:
