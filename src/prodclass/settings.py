@@ -124,9 +124,7 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         """The application database, defaulting to SQLite under state_dir."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.state_dir / 'prodclass.db').resolve()}"
+        return self.database_url or self._sqlite_in_state("prodclass.db")
 
     @property
     def upload_dir(self) -> Path:
@@ -136,9 +134,10 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         """The MLflow tracking URI, defaulting to an embedded SQLite store."""
-        if self.mlflow_tracking_uri:
-            return self.mlflow_tracking_uri
-        return f"sqlite:///{(self.state_dir / 'mlflow.db').resolve()}"
+        return self.mlflow_tracking_uri or self._sqlite_in_state("mlflow.db")
+
+    def _sqlite_in_state(self, name: str) -> str:
+        return f"sqlite:///{(self.state_dir / name).resolve()}"
 
     @property
     def artifact_root(self) -> Path:

@@ -86,6 +86,12 @@ def test_each_role_does_only_what_it_may(client, auth, served, role, allowed):
         assert "may not" in load.json()["detail"]
 
 
+def _predict(client: TestClient, headers: dict, data: dict, photo: bytes | None = None):
+    """POST /predict as a browser form would: fields, and the photo as a file part."""
+    files = {"image": ("p.jpg", photo, "image/jpeg")} if photo is not None else None
+    return client.post("/predict", data=data, files=files, headers=headers)
+
+
 # ---- predictions ------------------------------------------------------------------------------
 
 
@@ -110,16 +116,9 @@ def test_predict_text_only_photo_only_and_both(client, auth, served, sample_prod
     _check_answer(text_only.json(), served, "text")
     assert text_only.json()["product_id"] == fields["product_id"]
     assert text_only.json()["product_identifier"] == fields["product_identifier"]
-    photo_only = client.post(
-        "/predict", files={"image": ("p.jpg", photo, "image/jpeg")}, headers=auth["client"]
-    )
+    photo_only = _predict(client, auth["client"], {}, photo)
     _check_answer(photo_only.json(), served, "image")
-    both = client.post(
-        "/predict",
-        data=fields | {"top_k": "3"},
-        files={"image": ("p.jpg", photo, "image/jpeg")},
-        headers=auth["client"],
-    )
+    both = _predict(client, auth["client"], fields | {"top_k": "3"}, photo)
     _check_answer(both.json(), served, "text+image", k=3)
 
 
@@ -127,12 +126,7 @@ def test_the_photo_changes_the_answer(client, auth, sample_products):
     """The served model reads the photo: the same title with two different photos differs."""
     tops = set()
     for _, photo in sample_products.both[:6]:
-        answer = client.post(
-            "/predict",
-            data={"designation": "article"},
-            files={"image": ("p.jpg", photo, "image/jpeg")},
-            headers=auth["client"],
-        )
+        answer = _predict(client, auth["client"], {"designation": "article"}, photo)
         tops.add(tuple(c["probability"] for c in answer.json()["top"]))
     assert len(tops) > 1
 
@@ -184,9 +178,7 @@ def test_bad_input_is_a_4xx_with_a_reason(client, auth, data, photo, status, rea
 def test_huge_upload_is_refused_before_it_is_read(client, auth, served):
     limit = served.settings.api_max_upload_bytes
     big = b"\xff\xd8" + b"0" * (limit + 2 * 1024 * 1024)
-    answer = client.post(
-        "/predict", files={"image": ("p.jpg", big, "image/jpeg")}, headers=auth["client"]
-    )
+    answer = _predict(client, auth["client"], {}, big)
     assert answer.status_code == 413 and "limit" in answer.json()["detail"]
 
 
@@ -300,12 +292,7 @@ def test_feedback_corrects_and_exports_in_the_challenge_layout(
     client, auth, served, sample_products
 ):
     fields, photo = sample_products.both[1]
-    predicted = client.post(
-        "/predict",
-        data=fields,
-        files={"image": ("p.jpg", photo, "image/jpeg")},
-        headers=auth["client"],
-    ).json()
+    predicted = _predict(client, auth["client"], fields, photo).json()
     wrong = next(c for c in (10, 2583) if c != predicted["prdtypecode"])
     feedback = client.post(
         f"/feedback/{predicted['prediction_id']}",
@@ -339,12 +326,7 @@ def test_feedback_corrects_and_exports_in_the_challenge_layout(
 
 def test_every_prediction_is_logged_with_its_photo(client, auth, served, sample_products):
     fields, photo = sample_products.both[2]
-    answer = client.post(
-        "/predict",
-        data=fields,
-        files={"image": ("p.jpg", photo, "image/jpeg")},
-        headers=auth["client"],
-    ).json()
+    answer = _predict(client, auth["client"], fields, photo).json()
     client.app.state.services.prediction_log.flush()
     with session_scope(served.settings.db_url) as session:
         record = session.scalar(

@@ -74,51 +74,39 @@ def _json(status_code: int, detail: str, headers: dict[str, str] | None = None) 
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
-def _add_error_answers(app: FastAPI) -> None:
-    """Our exceptions → the client's status codes (never a 500 for the client's input)."""
+# Our exceptions -> the client's status codes (never a 500 for the client's input), and the
+# Retry-After of those that pass.
+CLIENT_ERRORS: dict[type[Exception], tuple[int, str | None]] = {
+    InvalidProductError: (status.HTTP_422_UNPROCESSABLE_CONTENT, None),
+    UserError: (status.HTTP_400_BAD_REQUEST, None),
+    RegistryError: (status.HTTP_404_NOT_FOUND, None),
+    LookupError: (status.HTTP_404_NOT_FOUND, None),
+    LoadInProgressError: (status.HTTP_409_CONFLICT, None),
+    IndexMissingError: (status.HTTP_409_CONFLICT, None),
+    NoEmbeddingError: (status.HTTP_409_CONFLICT, None),
+    NoModelError: (status.HTTP_503_SERVICE_UNAVAILABLE, "5"),
+}
 
-    @app.exception_handler(InvalidProductError)
-    async def invalid_product(_: Request, exc: InvalidProductError) -> JSONResponse:
-        return _json(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+
+def _add_error_answers(app: FastAPI) -> None:
+    async def client_error(_: Request, exc: Exception) -> JSONResponse:
+        # the most specific registered class wins (IndexMissingError is also a LookupError)
+        code, retry_after = next(CLIENT_ERRORS[t] for t in type(exc).__mro__ if t in CLIENT_ERRORS)
+        detail = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        return _json(code, detail, {"Retry-After": retry_after} if retry_after else None)
+
+    for exc_type in CLIENT_ERRORS:
+        app.add_exception_handler(exc_type, client_error)
 
     @app.exception_handler(OverloadedError)
     async def overloaded(_: Request, exc: OverloadedError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)}
         return _json(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers)
 
-    @app.exception_handler(NoModelError)
-    async def no_model(_: Request, exc: NoModelError) -> JSONResponse:
-        return _json(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "5"})
-
-    @app.exception_handler(LoadInProgressError)
-    async def load_running(_: Request, exc: LoadInProgressError) -> JSONResponse:
-        return _json(status.HTTP_409_CONFLICT, str(exc))
-
-    @app.exception_handler(RegistryError)
-    async def registry_error(_: Request, exc: RegistryError) -> JSONResponse:
-        return _json(status.HTTP_404_NOT_FOUND, str(exc))
-
-    @app.exception_handler(UserError)
-    async def user_error(_: Request, exc: UserError) -> JSONResponse:
-        return _json(status.HTTP_400_BAD_REQUEST, str(exc))
-
-    @app.exception_handler(IndexMissingError)
-    async def index_missing(_: Request, exc: IndexMissingError) -> JSONResponse:
-        return _json(status.HTTP_409_CONFLICT, str(exc))
-
-    @app.exception_handler(NoEmbeddingError)
-    async def no_embedding(_: Request, exc: NoEmbeddingError) -> JSONResponse:
-        return _json(status.HTTP_409_CONFLICT, str(exc))
-
-    @app.exception_handler(LookupError)
-    async def not_found(_: Request, exc: LookupError) -> JSONResponse:
-        return _json(status.HTTP_404_NOT_FOUND, str(exc.args[0] if exc.args else exc))
-
     @app.exception_handler(OperationalError)
     async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
-        return _json(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable", {"Retry-After": "5"}
-        )
+        headers = {"Retry-After": "5"}
+        return _json(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable", headers)
 
 
 class BodyTooLargeError(Exception):

@@ -26,6 +26,8 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def get_session(services: ServicesDep) -> Iterator[Session]:
+    """A session for the request. Routes that write commit before answering: the exit of a
+    yield dependency may run after the response has gone."""
     with session_scope(services.db_url) as session:
         yield session
 

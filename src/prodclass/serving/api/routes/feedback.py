@@ -39,6 +39,7 @@ def give_feedback(
         )
     except reviews.FeedbackError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    session.commit()  # stored before the reviewer hears so
     return FeedbackOut.model_validate(feedback)
 
 

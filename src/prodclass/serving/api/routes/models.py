@@ -13,10 +13,10 @@ from mlflow.exceptions import MlflowException
 
 from prodclass.registry import model_registry as registry
 from prodclass.serving.api.deps import Admin, AnyUser, ServicesDep
+from prodclass.serving.api.routes.predict import model_ref
 from prodclass.serving.api.schemas import (
     CurrentModelOut,
     LoadStatusOut,
-    ModelRef,
     ModelVersionOut,
     PromotionOut,
 )
@@ -40,14 +40,7 @@ def models_info(services: ServicesDep, user: AnyUser) -> list[ModelVersionOut]:
 @router.get("/current", response_model=CurrentModelOut, summary="The version serving now")
 def current(services: ServicesDep, _: AnyUser) -> CurrentModelOut:
     predictor = services.slot.current
-    serving = None
-    if predictor is not None:
-        serving = ModelRef(
-            name=_name(services),
-            version=predictor.model_version,
-            family=predictor.family,
-            uri=predictor.model_uri,
-        )
+    serving = model_ref(services, predictor) if predictor is not None else None
     last = services.slot.last_load
     return CurrentModelOut(
         serving=serving, last_load=LoadStatusOut(**last.to_dict()) if last else None

@@ -59,7 +59,7 @@ class _Product:
         self.product_identifier = product_identifier
 
 
-def _model_ref(services: Services, predictor: Predictor) -> ModelRef:
+def model_ref(services: Services, predictor: Predictor) -> ModelRef:
     return ModelRef(
         name=services.settings.registered_model_name,
         version=predictor.model_version,
@@ -83,7 +83,7 @@ def _answer(
         category=top[0],
         top=top,
         inputs=prediction.inputs,
-        model=_model_ref(services, answer.predictor),
+        model=model_ref(services, answer.predictor),
         product_id=product.input.product_id,
         imageid=product.imageid,
         product_identifier=product.product_identifier,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prodclass.data.taxonomy import category, is_known
 from prodclass.serving.api.deps import AnyUser, ServicesDep
-from prodclass.serving.api.routes.predict import read_upload
+from prodclass.serving.api.routes.predict import decode_json_product, model_ref, read_upload
 from prodclass.serving.api.schemas import ModelRef, ProductIn
 from prodclass.serving.api.services import Services
 from prodclass.serving.prediction_queue import NoModelError
@@ -62,15 +62,6 @@ def _predictor(services: Services) -> Predictor:
     return predictor
 
 
-def _ref(services: Services, predictor: Predictor) -> ModelRef:
-    return ModelRef(
-        name=services.settings.registered_model_name,
-        version=predictor.model_version,
-        family=predictor.family,
-        uri=predictor.model_uri,
-    )
-
-
 def _index(services: Services, predictor: Predictor) -> CatalogueIndex:
     """The serving version's index, loaded once (another version's vectors mean nothing)."""
     key = predictor.model_version or predictor.model_uri
@@ -83,8 +74,6 @@ def _index(services: Services, predictor: Predictor) -> CatalogueIndex:
 
 
 def _input(product: ProductIn, position: int) -> ProductInput:
-    from prodclass.serving.api.routes.predict import decode_json_product
-
     problems: list[str] = []
     decoded = decode_json_product(position, product, problems)
     if problems:
@@ -99,7 +88,7 @@ async def similarity(body: PairIn, services: ServicesDep, _: AnyUser) -> Similar
     predictor = _predictor(services)
     a, b = _input(body.a, 0), _input(body.b, 1)
     scores = await asyncio.to_thread(compare, predictor, a, b)
-    return SimilarityOut(**scores, model=_ref(services, predictor))
+    return SimilarityOut(**scores, model=model_ref(services, predictor))
 
 
 def _neighbours(rows: list[dict[str, Any]]) -> list[NeighbourOut]:
@@ -129,7 +118,7 @@ async def similar_products(
     else:
         query = await asyncio.to_thread(predictor.embed, [ProductInput(designation, description)])
     rows = index.nearest(query, k, modality, exclude=row_id)
-    return SimilarOut(model=_ref(services, predictor), neighbours=_neighbours(rows))
+    return SimilarOut(model=model_ref(services, predictor), neighbours=_neighbours(rows))
 
 
 @router.post("/products/similar", response_model=SimilarOut)
@@ -150,4 +139,4 @@ async def similar_products_to_upload(
         predictor.embed, [ProductInput(designation, description, photo)]
     )
     rows = index.nearest(query, k, modality)
-    return SimilarOut(model=_ref(services, predictor), neighbours=_neighbours(rows))
+    return SimilarOut(model=model_ref(services, predictor), neighbours=_neighbours(rows))

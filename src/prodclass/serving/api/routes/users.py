@@ -26,9 +26,9 @@ def list_users(_: Admin, session: SessionDep) -> list[UserOut]:
 
 @router.post("", response_model=UserOut, status_code=status.HTTP_201_CREATED)
 def create_user(body: UserIn, _: Admin, session: SessionDep) -> UserOut:
-    return UserOut.model_validate(
-        accounts.create_user(session, body.username, body.password, body.role)
-    )
+    user = accounts.create_user(session, body.username, body.password, body.role)
+    session.commit()  # before answering: the client may log in as this user at once
+    return UserOut.model_validate(user)
 
 
 @router.get("/{username}", response_model=UserOut)
@@ -46,6 +46,7 @@ def update_user(username: str, body: UserPatch, admin: Admin, session: SessionDe
     user = accounts.update_user(
         session, username, password=body.password, role=body.role, is_active=body.is_active
     )
+    session.commit()
     return UserOut.model_validate(user)
 
 
@@ -54,3 +55,4 @@ def delete_user(username: str, admin: Admin, session: SessionDep) -> None:
     if username == admin.username:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "an admin cannot delete itself")
     accounts.delete_user(session, username)
+    session.commit()
