@@ -285,6 +285,24 @@ def test_hot_swap_and_a_broken_version_is_refused(client, auth, served):
     assert wait_serving(client, admin, "")["serving"]["version"] == served.multimodal_version
 
 
+def test_promote_and_rollback_move_the_champion_and_what_serves(client, auth, served):
+    admin = auth["admin"]
+    assert (
+        client.post(f"/models/{served.text_version}/promote", headers=auth["reviewer"]).status_code
+        == 403
+    )
+    promoted = client.post(f"/models/{served.text_version}/promote", headers=admin)
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["previous_champion"] == served.multimodal_version
+    assert wait_serving(client, admin, "")["serving"]["version"] == served.text_version
+    champion = {m["version"]: m["aliases"] for m in client.get("/models", headers=admin).json()}
+    assert "champion" in champion[served.text_version]
+    rolled = client.post("/models/rollback", headers=admin)
+    assert rolled.status_code == 200 and rolled.json()["champion"] == served.multimodal_version
+    assert wait_serving(client, admin, "")["serving"]["version"] == served.multimodal_version
+    assert client.post("/models/42/promote", headers=admin).status_code == 404
+
+
 # ---- feedback and the prediction log -----------------------------------------------------------
 
 
