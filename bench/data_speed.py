@@ -28,8 +28,10 @@ def main() -> None:
     with_images = time.perf_counter() - start
     n_rows, n_photos = validated.report.n_rows, int(validated.products["has_image"].sum())
     print(f"validate without photos: {no_images:.2f} s ({n_rows / no_images:,.0f} rows/s)")
-    print(f"validate with photos:    {with_images:.2f} s ({n_photos / with_images:,.0f} photos/s,"
-          f" {workers} threads)")
+    print(
+        f"validate with photos:    {with_images:.2f} s ({n_photos / with_images:,.0f} photos/s,"
+        f" {workers} threads)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         prepare(validated, Path(tmp), SplitParams())

@@ -80,9 +80,11 @@ def _start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
         (["db", "upgrade"], ""),
         (["users", "create", USER, "--role", "client", "--password-stdin"], PASSWORD + "\n"),
     ):
-        subprocess.run(
-            [prodclass, *args], env=env, input=stdin, text=True, check=True, capture_output=True
+        done = subprocess.run(
+            [prodclass, *args], env=env, input=stdin, text=True, capture_output=True
         )
+        if done.returncode:
+            raise SystemExit(f"prodclass {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     process = subprocess.Popen(
         [prodclass, "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,

@@ -77,6 +77,7 @@ def _alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> str:
     """Apply migrations up to ``revision``; return the revision the database is now at."""
+    engine_for(url)  # creates a SQLite file's folder
     command.upgrade(_alembic_config(url), revision)
     return current_revision(url) or ""
 
