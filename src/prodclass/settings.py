@@ -121,6 +121,17 @@ class Settings(BaseSettings):
         "appended to a spill file under state_dir and replayed later.",
     )
 
+    retrain_command: str = Field(
+        default="prodclass pipeline run",
+        description="What `POST /training/runs` starts (run in the API's working folder).",
+    )
+    api_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where the web app finds the API (Streamlit secrets may override it).",
+    )
+    ui_host: str = Field(default="127.0.0.1", description="Interface `prodclass ui` binds.")
+    ui_port: int = Field(default=8501, ge=1, le=65535)
+
     @property
     def db_url(self) -> str:
         """The application database, defaulting to SQLite under state_dir."""

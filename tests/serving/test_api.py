@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import sys
+import time
 import zipfile
 
 import pandas as pd
@@ -359,6 +361,73 @@ def test_every_prediction_is_logged_with_its_photo(client, auth, served, sample_
         assert record.top[0]["prdtypecode"] == answer["prdtypecode"] and record.latency_ms > 0
         stored = served.settings.upload_dir / record.image_sha256[:2] / record.image_sha256
     assert stored.read_bytes() == photo
+
+
+def test_review_queue_least_confident_first_with_photos(client, auth, served, sample_products):
+    for fields, photo in sample_products.both[4:9]:
+        _predict(client, auth["client"], fields, photo)
+    assert client.get("/predictions", headers=auth["client"]).status_code == 403
+    queue = client.get("/predictions", params={"limit": 100}, headers=auth["reviewer"]).json()
+    confidences = [p["probability"] for p in queue]
+    assert len(queue) >= 5 and confidences == sorted(confidences)
+    assert not any(p["reviewed"] for p in queue)
+    first = queue[0]
+    client.post(
+        f"/feedback/{first['id']}",
+        json={"prdtypecode": first["prdtypecode"]},
+        headers=auth["reviewer"],
+    )
+    again = client.get("/predictions", params={"limit": 100}, headers=auth["reviewer"]).json()
+    assert first["id"] not in [p["id"] for p in again]
+    with_photo = next(p for p in again if p["image_sha256"])
+    image = client.get(f"/predictions/{with_photo['id']}/image", headers=auth["reviewer"])
+    assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"
+    recent = client.get(
+        "/predictions", params={"order": "recent", "unreviewed": "false"}, headers=auth["reviewer"]
+    ).json()
+    stamps = [p["created_at"] for p in recent]
+    assert stamps == sorted(stamps, reverse=True)
+
+
+def test_monitoring_summary_of_volume_latency_and_class_mix(client, auth):
+    client.post("/predict", data={"designation": "Piscine gonflable"}, headers=auth["client"])
+    summary = client.get(
+        "/monitoring/summary", params={"hours": 1, "bucket_minutes": 5}, headers=auth["reviewer"]
+    ).json()
+    assert summary["predictions"] >= 1
+    assert sum(b["predictions"] for b in summary["timeline"]) == summary["predictions"]
+    assert all(b["latency_ms_p95"] >= 0 for b in summary["timeline"])
+    training = [c["training"] for c in summary["classes"] if c["training"] is not None]
+    assert len(training) == 27 and abs(sum(training) - 1) < 1e-4
+    assert abs(sum(c["predicted"] for c in summary["classes"]) - 1) < 1e-4
+    assert client.get("/monitoring/summary", headers=auth["client"]).status_code == 403
+
+
+def test_model_report_and_confusion_matrix_from_mlflow(client, auth, served):
+    report = client.get(f"/models/{served.multimodal_version}/report", headers=auth["client"])
+    assert report.status_code == 200
+    assert 0 < report.json()["weighted_f1"] <= 1 and len(report.json()["per_class"]) == 27
+    image = client.get(
+        f"/models/{served.multimodal_version}/confusion-matrix", headers=auth["client"]
+    )
+    assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+    missing = client.get(f"/models/{served.text_version}/report", headers=auth["client"])
+    assert missing.status_code == 404 and "test_metrics.json" in missing.json()["detail"]
+
+
+def test_an_admin_starts_a_retraining_run_and_follows_it(client, auth):
+    retrainer = client.app.state.services.retrainer
+    retrainer.command = f"{sys.executable} -c \"import time; print('retrained'); time.sleep(1)\""
+    assert client.post("/training/runs", headers=auth["reviewer"]).status_code == 403
+    started = client.post("/training/runs", headers=auth["admin"])
+    assert started.status_code == 202 and started.json()["state"] == "running"
+    assert client.post("/training/runs", headers=auth["admin"]).status_code == 409
+    deadline = time.monotonic() + 30
+    while (latest := client.get("/training/runs/latest", headers=auth["admin"]).json())[
+        "state"
+    ] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert latest["state"] == "succeeded" and "retrained" in latest["log_tail"]
 
 
 # ---- users --------------------------------------------------------------------------------------

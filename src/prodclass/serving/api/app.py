@@ -24,9 +24,12 @@ from prodclass.serving.api.routes import (
     auth,
     feedback,
     models,
+    monitoring,
     predict,
+    predictions,
     similarity,
     system,
+    training,
     users,
 )
 from prodclass.serving.api.services import Services
@@ -57,7 +60,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "from a French title, description and photo.",
         lifespan=lifespan,
     )
-    for module in (system, auth, users, predict, similarity, models, feedback):
+    for module in (
+        system,
+        auth,
+        users,
+        predict,
+        similarity,
+        models,
+        training,
+        predictions,
+        feedback,
+        monitoring,
+    ):
         app.include_router(module.router)
     _add_error_answers(app)
     # outermost first: metrics see the 413s of the size limit too

@@ -12,6 +12,7 @@ from prodclass.serving.model_slot import ModelSlot
 from prodclass.serving.prediction_log import PredictionLog
 from prodclass.serving.prediction_queue import PredictionQueue
 from prodclass.serving.rate_limit import RateLimiter
+from prodclass.serving.retraining import Retrainer
 from prodclass.serving.security import TokenIssuer
 from prodclass.settings import Settings
 
@@ -26,6 +27,7 @@ class Services:
     prediction_log: PredictionLog
     limiter: RateLimiter
     tokens: TokenIssuer
+    retrainer: Retrainer
 
     @property
     def db_url(self) -> str:
@@ -65,6 +67,7 @@ class Services:
             ),
             limiter=RateLimiter(settings.api_rate_limit_per_minute, settings.api_rate_limit_burst),
             tokens=TokenIssuer(secret, settings.jwt_expire_minutes),
+            retrainer=Retrainer(settings.retrain_command, settings.state_dir / "retraining"),
         )
         services.prediction_log.start()
         slot.request_load(settings.model_uri)

@@ -7,7 +7,9 @@ it is). Seed 004's paths ``/models/info`` and ``/models/load/{version}`` are kep
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+import json
+
+from fastapi import APIRouter, Response, status
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -66,6 +68,25 @@ def load(version: str, services: ServicesDep, _: Admin) -> LoadStatusOut:
 )
 def load_alias(version: str, services: ServicesDep, _: Admin) -> LoadStatusOut:
     return _start_load(services, version)
+
+
+@router.get("/{version}/report", summary="The version's test report (per class, per modality)")
+def report(version: str, services: ServicesDep, _: AnyUser) -> dict:
+    _check_version(services, version)
+    path = registry.version_artifact(_name(services), version, "reports/test_metrics.json")
+    return json.loads(path.read_text())
+
+
+@router.get(
+    "/{version}/confusion-matrix",
+    summary="The version's confusion matrix on its test split (PNG)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def confusion_matrix(version: str, services: ServicesDep, _: AnyUser) -> Response:
+    _check_version(services, version)
+    path = registry.version_artifact(_name(services), version, "reports/confusion_matrix.png")
+    return Response(path.read_bytes(), media_type="image/png")
 
 
 @router.post(
