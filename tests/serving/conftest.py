@@ -8,12 +8,18 @@ application database.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import mlflow
 import pytest
 from fastapi.testclient import TestClient
@@ -27,7 +33,9 @@ from prodclass.serving.api.app import create_app
 from prodclass.settings import Settings, get_settings
 from prodclass.training.evaluate import evaluate_prepared
 from prodclass.training.train import input_example, train_model
+from tests.servers import free_port, tail
 
+SERVER_JWT_SECRET = "server-test-key-" + "y" * 32  # what `prodclass serve` signs tokens with
 PASSWORDS = {
     "admin": "admin-secret-1",
     "reviewer": "reviewer-secret-1",
@@ -86,6 +94,75 @@ def served(six_codes_prepared: Path, sample: Path, tmp_path_factory) -> Iterator
                 create_user(session, role, password, role)
         yield Served(state, settings, versions[0], versions[1], broken)
     get_settings.cache_clear()
+
+
+PRODCLASS = [str(Path(sys.executable).with_name("prodclass"))]  # the installed command
+
+
+def server_env(served: Served, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODCLASS_")}
+    env |= {
+        "PRODCLASS_STATE_DIR": str(served.state),
+        "PRODCLASS_DATA_DIR": os.environ.get("PRODCLASS_DATA_DIR", str(served.settings.data_dir)),
+        "PRODCLASS_JWT_SECRET": SERVER_JWT_SECRET,
+        "PRODCLASS_LOG_LEVEL": "WARNING",
+        "NO_PROXY": "127.0.0.1,localhost",
+        # load tests are one user: the per-user rate limit is tested in test_api.py
+        "PRODCLASS_API_RATE_LIMIT_PER_MINUTE": "1000000",
+        "PRODCLASS_API_RATE_LIMIT_BURST": "100000",
+    }
+    return env | overrides
+
+
+@contextmanager
+def server_launcher(served: Served, folder: Path) -> Iterator[Callable[..., str]]:
+    """Start `prodclass serve` processes with setting overrides (each call returns a base URL
+    once ready); all are stopped at the end of the block."""
+    processes: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(**overrides: str) -> str:
+        port = free_port()
+        log = folder / f"serve-{port}.log"
+        process = subprocess.Popen(
+            [*PRODCLASS, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=server_env(served, **overrides),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        processes.append((process, log))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"prodclass serve exited {process.returncode}:\n{tail(log)}")
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"prodclass serve not ready after 120 s:\n{tail(log)}")
+
+    yield start
+    for process, _ in processes:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def start_server(served: Served, tmp_path: Path) -> Iterator[Callable[..., str]]:
+    with server_launcher(served, tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def api_url(served: Served, tmp_path_factory) -> Iterator[str]:
+    """One real API server for a test module."""
+    with server_launcher(served, tmp_path_factory.mktemp("api")) as start:
+        yield start()
 
 
 def _register_corrupt_copy(model_dir: Path, settings: Settings, prepared: Path) -> str:

@@ -7,76 +7,17 @@ PostgreSQL the prediction log and feedback land in the real server's tables.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.servers import free_port, tail, with_database
-from tests.serving.conftest import PASSWORDS, Served
-
-PRODCLASS = [str(Path(sys.executable).with_name("prodclass"))]  # the installed command
-
-
-def _env(served: Served, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODCLASS_")}
-    env |= {
-        "PRODCLASS_STATE_DIR": str(served.state),
-        "PRODCLASS_DATA_DIR": os.environ.get("PRODCLASS_DATA_DIR", str(served.settings.data_dir)),
-        "PRODCLASS_JWT_SECRET": "server-test-key-" + "y" * 32,
-        "PRODCLASS_LOG_LEVEL": "WARNING",
-        "NO_PROXY": "127.0.0.1,localhost",
-        # load tests are one user: the per-user rate limit is tested in test_api.py
-        "PRODCLASS_API_RATE_LIMIT_PER_MINUTE": "1000000",
-        "PRODCLASS_API_RATE_LIMIT_BURST": "100000",
-    }
-    return env | overrides
-
-
-@pytest.fixture
-def start_server(served: Served, tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """Start `prodclass serve` with setting overrides; return its base URL once ready."""
-    processes: list[tuple[subprocess.Popen, Path]] = []
-
-    def start(**overrides: str) -> str:
-        port = free_port()
-        log = tmp_path / f"serve-{port}.log"
-        process = subprocess.Popen(
-            [*PRODCLASS, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=_env(served, **overrides),
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        processes.append((process, log))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"prodclass serve exited {process.returncode}:\n{tail(log)}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        pytest.fail(f"prodclass serve not ready after 120 s:\n{tail(log)}")
-
-    yield start
-    for process, _ in processes:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+from tests.servers import with_database
+from tests.serving.conftest import PASSWORDS, PRODCLASS, server_env
 
 
 def _token(url: str, username: str, password: str) -> dict[str, str]:
@@ -163,7 +104,7 @@ def test_first_admin_from_the_cli_and_everything_stored_in_postgresql(
     import psycopg
 
     db_url = with_database(postgres_url, database)
-    env = _env(served, PRODCLASS_DATABASE_URL=db_url)
+    env = server_env(served, PRODCLASS_DATABASE_URL=db_url)
     for args, stdin in (
         (["db", "upgrade"], ""),
         (["users", "create", "boss", "--role", "admin", "--password-stdin"], "boss-password-1\n"),

@@ -133,3 +133,28 @@ def index_build(
         f"catalogue index of model {index.model_key}: {len(products)} products ({sizes})"
         f" -> {folder}"
     )
+
+
+def ui(
+    host: Annotated[str | None, typer.Option(help="Default: PRODCLASS_UI_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: PRODCLASS_UI_PORT.")] = None,
+) -> None:
+    """Run the web app (Streamlit); it talks to the API at PRODCLASS_API_URL."""
+    import subprocess
+
+    import prodclass.ui
+
+    config = settings()
+    script = Path(prodclass.ui.__file__).with_name("app.py")
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.address", host or config.ui_host,
+        "--server.port", str(port or config.ui_port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    console.print(
+        f"web app on http://{host or config.ui_host}:{port or config.ui_port} "
+        f"(API: {config.api_url})"
+    )
+    raise typer.Exit(subprocess.call(command))

@@ -1,0 +1,62 @@
+"""prodclass web app: `prodclass ui` (or `streamlit run src/prodclass/ui/app.py`).
+
+What a user sees depends on the role the API gives them: clients classify (one product or a
+batch), reviewers also work the review queue and watch monitoring, admins also manage models.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from prodclass.ui import session
+from prodclass.ui.views import batch, classify, models, monitoring, review
+
+PAGES_BY_ROLE = {
+    "client": ("classify", "batch"),
+    "reviewer": ("classify", "batch", "review", "monitoring"),
+    "admin": ("classify", "batch", "review", "monitoring", "models"),
+}
+PAGES = {
+    "classify": st.Page(classify.render, title="Classify a product", url_path="classify"),
+    "batch": st.Page(batch.render, title="Batch", url_path="batch"),
+    "review": st.Page(review.render, title="Review queue", url_path="review"),
+    "monitoring": st.Page(monitoring.render, title="Monitoring", url_path="monitoring"),
+    "models": st.Page(models.render, title="Models", url_path="models"),
+}
+
+
+def sign_in_page() -> None:
+    st.title("prodclass")
+    st.caption("Rakuten catalogue product-type classification")
+    if notice := st.session_state.pop("notice", None):
+        st.warning(notice)
+    with st.form("sign-in"):
+        username = st.text_input("User name")
+        password = st.text_input("Password", type="password")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        try:
+            session.sign_in(username, password)
+        except session.ApiError as exc:
+            st.error(str(exc))
+        else:
+            st.rerun()
+    st.caption(f"API: {session.api_url()}")
+
+
+def main() -> None:
+    st.set_page_config(page_title="prodclass", layout="wide")
+    if not session.signed_in():
+        st.navigation([st.Page(sign_in_page, title="Sign in", url_path="sign-in")]).run()
+        return
+    with st.sidebar:
+        st.write(f"**{st.session_state.get('username')}** ({session.role()})")
+        if st.button("Sign out"):
+            session.sign_out()
+            st.rerun()
+        st.caption(f"API: {session.api_url()}")
+    names = PAGES_BY_ROLE.get(session.role(), ("classify",))
+    st.navigation([PAGES[name] for name in names]).run()
+
+
+main()

@@ -1,0 +1,199 @@
+"""The web app's pages (Streamlit AppTest) against a real API server on loopback, with the
+models trained on real products: sign-in and roles, classify with a real photo, batch, review
+queue, models, monitoring, and the messages for an API that is down or a session that expired.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import jwt
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import prodclass.ui
+from prodclass.settings import get_settings
+from tests.servers import free_port
+from tests.serving.conftest import PASSWORDS, SERVER_JWT_SECRET
+
+APP = str(prodclass.ui.__file__).replace("__init__.py", "app.py")
+
+
+@pytest.fixture
+def ui_settings(api_url, monkeypatch):
+    monkeypatch.setenv("PRODCLASS_API_URL", api_url)
+    get_settings.cache_clear()
+    yield api_url
+    get_settings.cache_clear()
+
+
+def _token(api_url: str, role: str) -> str:
+    answer = httpx.post(f"{api_url}/token", data={"username": role, "password": PASSWORDS[role]})
+    return answer.json()["access_token"]
+
+
+def _page(view: str, api_url: str, role: str) -> AppTest:
+    """One page of the app, for a signed-in user of ``role``."""
+    at = AppTest.from_string(
+        f"from prodclass.ui.views import {view}\n{view}.render()\n", default_timeout=120
+    )
+    at.session_state["token"] = _token(api_url, role)
+    at.session_state["role"] = role
+    at.session_state["username"] = role
+    return at.run()
+
+
+def _text(at: AppTest) -> str:
+    parts = [
+        e.value
+        for kind in (
+            "markdown",
+            "caption",
+            "subheader",
+            "header",
+            "error",
+            "warning",
+            "info",
+            "success",
+        )
+        for e in getattr(at, kind)
+    ]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_sign_in_refuses_a_wrong_password_then_lets_a_client_in(ui_settings):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input[0].input("client")
+    at.text_input[1].input("wrong-password")
+    at.button[0].click().run()
+    assert "wrong user name or password" in at.error[0].value
+    at.text_input[1].input(PASSWORDS["client"])
+    at.button[0].click().run()
+    assert at.session_state["role"] == "client"
+    assert at.header[0].value == "Classify a product"
+    assert "client" in " ".join(m.value for m in at.sidebar.markdown)
+
+
+def test_an_api_that_is_down_is_a_clear_message(monkeypatch):
+    monkeypatch.setenv("PRODCLASS_API_URL", f"http://127.0.0.1:{free_port()}")
+    get_settings.cache_clear()
+    try:
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        at.text_input[0].input("client")
+        at.text_input[1].input("whatever-password")
+        at.button[0].click().run()
+        assert "is not reachable" in at.error[0].value
+    finally:
+        get_settings.cache_clear()
+
+
+def test_classify_a_real_photo_shows_the_top5_and_the_model(ui_settings, sample_products, served):
+    fields, photo = sample_products.both[0]
+    at = _page("classify", ui_settings, "client")
+    at.text_input(key="classify-designation").input(fields["designation"])
+    at.file_uploader(key="classify-photo").upload("photo.jpg", photo, "image/jpeg")
+    at.run()
+    assert at.image, "the photo preview is shown"
+    at.button[0].click().run()
+    expected = httpx.post(
+        f"{ui_settings}/predict",
+        data={"designation": fields["designation"]},
+        files={"image": ("photo.jpg", photo)},
+        headers={"Authorization": f"Bearer {_token(ui_settings, 'client')}"},
+    ).json()
+    assert at.subheader[0].value.startswith(str(expected["prdtypecode"]))
+    assert f"version {served.multimodal_version}" in _text(at) and "text+image" in _text(at)
+
+
+def test_nothing_to_classify_and_a_file_that_is_not_a_photo_are_explained(ui_settings):
+    at = _page("classify", ui_settings, "client")
+    at.button[0].click().run()
+    assert "Give a title, a description or a photo" in at.warning[0].value
+    at.file_uploader(key="classify-photo").upload("photo.jpg", b"not an image", "image/jpeg")
+    at.run()
+    at.button[0].click().run()
+    assert "not an image" in at.error[0].value
+
+
+def test_an_expired_session_goes_back_to_sign_in(ui_settings):
+    at = _page("classify", ui_settings, "client")
+    past = datetime.now(UTC) - timedelta(hours=1)
+    at.session_state["token"] = jwt.encode(
+        {"sub": "client", "role": "client", "exp": past}, SERVER_JWT_SECRET, algorithm="HS256"
+    )
+    at.text_input(key="classify-designation").input("Piscine gonflable")
+    at.button[0].click().run()
+    assert "token" not in at.session_state
+    assert "session expired" in at.session_state["notice"]
+
+
+def test_batch_of_a_challenge_csv_and_its_photos(ui_settings, sample_products):
+    rows, photos = {}, io.BytesIO()
+    with zipfile.ZipFile(photos, "w") as archive:
+        for fields, photo in sample_products.both[10:14]:
+            archive.writestr(f"image_{fields['imageid']}_product_{fields['product_id']}.jpg", photo)
+            rows[fields["product_identifier"]] = {
+                "designation": fields["designation"],
+                "description": "",
+                "productid": fields["product_id"],
+                "imageid": fields["imageid"],
+            }
+    rows["empty"] = {"designation": "", "description": "", "productid": "1", "imageid": "1"}
+    csv = pd.DataFrame.from_dict(rows, orient="index").to_csv().encode()
+    at = _page("batch", ui_settings, "client")
+    at.file_uploader(key="batch-csv").upload("X_test.csv", csv, "text/csv")
+    at.file_uploader(key="batch-photos").upload("photos.zip", photos.getvalue(), "application/zip")
+    at.run()
+    at.button[0].click().run()
+    table = at.dataframe[0].value
+    assert list(table.index) == list(rows)
+    assert list(table["inputs"][:4]) == ["text+image"] * 4
+    assert "no title" in table.loc["empty", "error"]
+    assert at.get("download_button")
+
+
+def test_batch_refuses_a_csv_without_the_challenge_columns(ui_settings):
+    at = _page("batch", ui_settings, "client")
+    at.file_uploader(key="batch-csv").upload("x.csv", b"a,b\n1,2\n", "text/csv")
+    at.run()
+    at.button[0].click().run()
+    assert "lacks the columns" in at.error[0].value
+
+
+def test_review_queue_confirms_in_one_click(ui_settings):
+    client = {"Authorization": f"Bearer {_token(ui_settings, 'client')}"}
+    for title in ("Lot de 3 figurines", "Coque de téléphone", "Tapis de yoga"):
+        httpx.post(f"{ui_settings}/predict", data={"designation": title}, headers=client)
+    reviewer = {"Authorization": f"Bearer {_token(ui_settings, 'reviewer')}"}
+    first = httpx.get(f"{ui_settings}/predictions", params={"limit": 10}, headers=reviewer)
+    first = first.json()[0]  # the least confident: the page's first card
+    at = _page("review", ui_settings, "reviewer")
+    assert at.markdown[0].value.strip("*") == (first["designation"] or "(no title)")
+    at.button[0].click().run()  # the first card's "✓ <category>"
+    assert "confirmed" in at.success[0].value
+    latest = httpx.get(f"{ui_settings}/feedback", headers=reviewer).json()[0]
+    assert latest["prediction_id"] == first["id"] and latest["is_correction"] is False
+    assert latest["prdtypecode"] == first["prdtypecode"]
+
+
+def test_models_page_shows_versions_metrics_and_the_confusion_matrix(ui_settings, served):
+    at = _page("models", ui_settings, "admin")
+    assert not at.exception
+    assert f"version **{served.multimodal_version}**" in _text(at)
+    at.selectbox[0].select(served.multimodal_version).run()
+    assert [m.label for m in at.metric][:2] == ["Weighted F1", "Macro F1"]
+    assert at.image, "the confusion matrix from MLflow is shown"
+    at.selectbox[0].select(served.text_version).run()
+    assert "No test report" in _text(at)
+
+
+def test_monitoring_page_counts_predictions(ui_settings):
+    time.sleep(1.2)  # the log writer's flush interval
+    at = _page("monitoring", ui_settings, "reviewer")
+    assert not at.exception
+    assert at.metric[0].label == "Predictions" and int(at.metric[0].value) >= 1
