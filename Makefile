@@ -11,15 +11,18 @@ export PRODCLASS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postg
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
-# System packages: Tesseract reads the text printed on product photos (French + English data).
-system-deps: ## Install the Debian packages prodclass needs (Tesseract OCR); no-op when present
-	@if command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx fra; then \
-		echo "tesseract with French data: present"; \
+# System packages: Tesseract reads the text printed on product photos (French + English data);
+# Chromium and its driver run the web app's end-to-end test in a real browser.
+APT_PACKAGES := tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng chromium chromium-driver
+system-deps: ## Install the Debian packages prodclass needs (Tesseract OCR, Chromium); no-op when present
+	@if command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx fra \
+		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "tesseract with French data, chromium, chromedriver: present"; \
 	elif command -v apt-get >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
 	else \
-		echo "install Tesseract OCR with French data (tesseract-ocr, tesseract-ocr-fra) by hand" >&2; exit 1; \
+		echo "install by hand: $(APT_PACKAGES)" >&2; exit 1; \
 	fi
 
 $(BIN)/.installed: pyproject.toml requirements.lock | system-deps
@@ -33,9 +36,19 @@ $(BIN)/.installed: pyproject.toml requirements.lock | system-deps
 
 install: $(BIN)/.installed ## Create the virtualenv and install pinned dependencies
 
-demo: install ## Run the main job on the sample data (ingest → … → register), cached
+# SERVE=0 make demo stops after the job (no API, no web app)
+SERVE ?= 1
+demo: install ## Run the main job on the sample data (ingest → … → register), then serve API + web app
 	$(BIN)/prodclass pipeline run
 	$(BIN)/prodclass index build
+	$(BIN)/prodclass db upgrade
+	@if [ "$(SERVE)" = 1 ]; then \
+		$(BIN)/prodclass users create demo --role admin --generate-password 2>/dev/null \
+			|| $(BIN)/prodclass users password demo --generate-password; \
+		echo "sign in to the web app as demo with the password above; Ctrl-C stops both"; \
+		$(BIN)/prodclass serve & API=$$!; trap "kill $$API" EXIT INT TERM; \
+		$(BIN)/prodclass ui; \
+	fi
 
 serve: install ## Run the prediction API on PRODCLASS_API_HOST:PORT (migrates its database first)
 	$(BIN)/prodclass db upgrade

@@ -242,3 +242,12 @@ def sample_products(sample: Path) -> SamplePhotos:
         if len(both) == 40:
             break
     return SamplePhotos(both)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (fixtures look at ``rep_call`` to save
+    evidence, e.g. a browser screenshot, when the test failed)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -52,26 +52,64 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     console.print(f"database schema at revision {now}")
 
 
+def _password(password_stdin: bool, generate: bool) -> str:
+    """From stdin, generated (the caller prints it once stored), or typed at a hidden prompt."""
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if generate:
+        import secrets
+
+        return secrets.token_urlsafe(12)
+    return typer.prompt("password", hide_input=True, confirmation_prompt=True)
+
+
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+GeneratePassword = Annotated[
+    bool, typer.Option("--generate-password", help="Draw a random password and print it.")
+]
+
+
 @users_app.command("create")
 def users_create(
     username: Annotated[str, typer.Argument()],
     role: Annotated[str, typer.Option(help="admin, reviewer or client.")],
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-    ] = False,
+    password_stdin: PasswordStdin = False,
+    generate_password: GeneratePassword = False,
 ) -> None:
     """Create an account (the first admin included); the password never goes on the command
-    line: pipe it in with --password-stdin, or type it at the prompt."""
+    line: pipe it in with --password-stdin, generate one, or type it at the prompt."""
     from prodclass.db.session import session_scope
     from prodclass.db.users import create_user
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    password = _password(password_stdin, generate_password)
     with user_errors(), session_scope(settings().db_url) as session:
         user = create_user(session, username, password, role)
     console.print(f"user {user.username} created with role {user.role}")
+    if generate_password:
+        typer.echo(f"password of {username}: {password}")
+
+
+@users_app.command("password")
+def users_password(
+    username: Annotated[str, typer.Argument()],
+    password_stdin: PasswordStdin = False,
+    generate_password: GeneratePassword = False,
+) -> None:
+    """Set an account's password (and re-enable it)."""
+    from prodclass.db.session import session_scope
+    from prodclass.db.users import update_user
+
+    password = _password(password_stdin, generate_password)
+    with user_errors(), session_scope(settings().db_url) as session:
+        try:
+            update_user(session, username, password=password, is_active=True)
+        except LookupError as exc:
+            raise ValueError(str(exc.args[0])) from None
+    console.print(f"password of {username} set")
+    if generate_password:
+        typer.echo(f"password of {username}: {password}")
 
 
 @users_app.command("list")
@@ -152,6 +190,7 @@ def ui(
         "--server.port", str(port or config.ui_port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",
     ]  # fmt: skip
     console.print(
         f"web app on http://{host or config.ui_host}:{port or config.ui_port} "

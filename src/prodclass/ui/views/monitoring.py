@@ -30,7 +30,7 @@ def render() -> None:
     st.subheader("Volume")
     st.bar_chart(timeline[["predictions"]])
     st.subheader("Latency (ms)")
-    st.line_chart(timeline[["latency_ms_mean", "latency_ms_p95"]])
+    st.bar_chart(timeline[["latency_ms_mean", "latency_ms_p95"]], stack=False)
     st.subheader("Predicted categories vs training data")
     classes = pd.DataFrame(summary["classes"])
     classes["category"] = classes["prdtypecode"].map(label)
