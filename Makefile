@@ -12,15 +12,17 @@ help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
 # System packages: Tesseract reads the text printed on product photos (French + English data);
-# Chromium and its driver run the web app's end-to-end test in a real browser.
-APT_PACKAGES := tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng chromium chromium-driver
-system-deps: ## Install the Debian packages prodclass needs (Tesseract OCR, Chromium); no-op when present
+# Chromium and its driver run the web app's end-to-end test in a real browser; Prometheus's
+# promtool checks and unit-tests the alert rules.
+APT_PACKAGES := tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng chromium chromium-driver prometheus
+system-deps: ## Install the Debian packages prodclass needs (Tesseract, Chromium, promtool); no-op when present
 	@if command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx fra \
-		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
-		echo "tesseract with French data, chromium, chromedriver: present"; \
+		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+		&& command -v promtool >/dev/null; then \
+		echo "tesseract with French data, chromium, chromedriver, promtool: present"; \
 	elif command -v apt-get >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
 	else \
 		echo "install by hand: $(APT_PACKAGES)" >&2; exit 1; \
 	fi

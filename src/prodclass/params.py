@@ -25,6 +25,17 @@ class TrainSection(_Strict):
 
 class PromotionSection(_Strict):
     min_improvement: float = Field(0.0, ge=0)
+    # no class's test F1 may fall by more than this against the champion's
+    max_class_drop: float = Field(1.0, ge=0, le=1)
+
+
+class MonitoringSection(_Strict):
+    p_value: float = Field(0.01, gt=0, lt=1)  # significance of a drift test
+    psi: float = Field(0.2, ge=0)  # population stability index that counts as a real shift
+    min_samples: int = Field(50, ge=10)  # fewer logged products: no decision
+    embedding_samples: int = Field(300, ge=10)
+    permutations: int = Field(200, ge=10)
+    retrain_min_labels: int = Field(200, ge=1)  # new reviewed labels that trigger a retraining
 
 
 class PipelineParams(_Strict):
@@ -32,6 +43,7 @@ class PipelineParams(_Strict):
     train: TrainSection = TrainSection()
     families: dict[str, dict[str, Any]] = {}
     promotion: PromotionSection = PromotionSection()
+    monitoring: MonitoringSection = MonitoringSection()
 
     def family_params(self, family: str) -> dict[str, Any]:
         return dict(self.families.get(family, {}))

@@ -50,8 +50,9 @@ def run(texts, epochs: int, checkpoint: Path | None, patience: int = 99, on_epoc
         order = rng.permutation(train)
         for start in range(0, len(order), 32):
             rows = order[start : start + 32]
-            yield dict(zip(("ids", "offsets"), pack([ids[r] for r in rows]))), torch.from_numpy(
-                y[rows]
+            yield (
+                dict(zip(("ids", "offsets"), pack([ids[r] for r in rows]))),
+                torch.from_numpy(y[rows]),
             )
 
     def val_logits():
@@ -59,8 +60,16 @@ def run(texts, epochs: int, checkpoint: Path | None, patience: int = 99, on_epoc
 
     config = LoopConfig(epochs=epochs, patience=patience, progress=False)
     result = train_epochs(
-        net, optimizer, torch.nn.CrossEntropyLoss(), batches, val_logits, y[val], config,
-        seed=7, checkpoint_path=checkpoint, on_epoch_end=on_epoch_end,
+        net,
+        optimizer,
+        torch.nn.CrossEntropyLoss(),
+        batches,
+        val_logits,
+        y[val],
+        config,
+        seed=7,
+        checkpoint_path=checkpoint,
+        on_epoch_end=on_epoch_end,
     )
     return net, result
 

@@ -54,8 +54,9 @@ def _env(root: Path, sample: Path) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("PRODCLASS_", "DVC_", "AWS_", "GIT_DIR", "GIT_WORK_TREE",
-                               "GIT_INDEX_FILE"))
+        if not key.startswith(
+            ("PRODCLASS_", "DVC_", "AWS_", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")
+        )
         and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")
     }
     env.update(DUMMY_AWS)
@@ -85,8 +86,13 @@ def _run(args: list[str | Path], cwd: Path, env: dict[str, str]) -> str:
     """Run a command, return its merged output; fail the test with that output if it fails."""
     try:
         proc = subprocess.run(
-            [str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT,
+            [str(a) for a in args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=TIMEOUT,
         )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"`{' '.join(map(str, args))}` took more than {TIMEOUT} s:\n{exc.output}")
@@ -135,8 +141,11 @@ def project(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["model_family"] = "tfidf-linear"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copytree(PROJECT_ROOT / "src", root / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    shutil.copytree(
+        PROJECT_ROOT / "src",
+        root / "src",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+    )
     env = _env(root, sample)
 
     _run(["git", "init", "-q"], root, env)
@@ -160,8 +169,12 @@ def test_first_run_builds_everything_and_pushes_to_the_local_remote(project: Pro
     assert _ran(out) >= {"ingest", "validate", *EXPENSIVE}, out
     registration = json.loads((root / "reports/registration.json").read_text())
     assert registration["run_id"] and registration["version"] == "1"
-    for text in ("prodclass pipeline done", f"MLflow run:        {registration['run_id']}",
-                 "model version:     models:/prodclass/1", "reports/evaluation.json"):
+    for text in (
+        "prodclass pipeline done",
+        f"MLflow run:        {registration['run_id']}",
+        "model version:     models:/prodclass/1",
+        "reports/evaluation.json",
+    ):
         assert text in out, out
 
     report = json.loads((root / "reports/evaluation.json").read_text())
@@ -218,7 +231,9 @@ def s3_endpoint(project: Project):
     with log_path.open("w") as log:
         server = subprocess.Popen(
             [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=project.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=project.env,
         )
     url = f"http://127.0.0.1:{port}"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -252,7 +267,9 @@ def test_s3_remote_push_then_pull_restores_outputs(project: Project, s3_endpoint
     root, env = project.root, project.env
     bucket, prefix = "prodclass-dvc", "prodclass"
     s3 = boto3.client(
-        "s3", endpoint_url=s3_endpoint, region_name=DUMMY_AWS["AWS_DEFAULT_REGION"],
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name=DUMMY_AWS["AWS_DEFAULT_REGION"],
         aws_access_key_id=DUMMY_AWS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=DUMMY_AWS["AWS_SECRET_ACCESS_KEY"],
     )

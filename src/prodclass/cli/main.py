@@ -9,6 +9,7 @@ import typer
 
 from prodclass.cli import data as data_cli
 from prodclass.cli import models as models_cli
+from prodclass.cli import monitor as monitor_cli
 from prodclass.cli import pipeline as pipeline_cli
 from prodclass.cli import service as service_cli
 from prodclass.cli import tune as tune_cli
@@ -36,6 +37,7 @@ app.add_typer(service_cli.db_app, name="db")
 app.add_typer(service_cli.users_app, name="users")
 app.add_typer(service_cli.feedback_app, name="feedback")
 app.add_typer(service_cli.index_app, name="index")
+app.add_typer(monitor_cli.app, name="monitor")
 
 
 @app.callback()

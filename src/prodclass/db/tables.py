@@ -65,3 +65,16 @@ class Feedback(Base):
     is_correction: Mapped[bool] = mapped_column(Boolean)
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JournalEntry(Base):
+    """The monitoring journal: drift checks, quality from feedback, retraining decisions."""
+
+    __tablename__ = "journal"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))  # drift | performance | retraining
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    summary: Mapped[str] = mapped_column(Text)  # one sentence for people
+    details: Mapped[dict] = mapped_column(JSON)  # the numbers

@@ -483,6 +483,11 @@ class MultimodalEffnetClassifier(ProductClassifier):
         logits = self._logits(self._inputs(products, ("orig",), ("full",))) / self.temperature
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
+    def _photo_width(self) -> int:
+        """Width of the frozen photo features without running the network (0 if unknown)."""
+        member = self.photo_member
+        return int(member.coef_.shape[1]) if member is not None else 0
+
     def embed(self, products: pd.DataFrame) -> dict[str, Any]:
         """Text: the TF-IDF member's vector (sparse); image: the pretrained photo features the
         photo member reads (pooled EfficientNet-Lite activations)."""
@@ -493,9 +498,12 @@ class MultimodalEffnetClassifier(ProductClassifier):
             torch.set_num_threads(self.predict_threads)
             has_image, acts = self._activations(products, ("orig",))
             features = self._frozen_features(acts)[:, 0]  # (N_photo, D)
-            image = np.zeros((len(products), features.shape[1] or 1), np.float32)
-            image[has_image] = features
-            out["image"] = image
+            width = features.shape[1] if len(features) else self._photo_width()
+            if width:
+                image = np.zeros((len(products), width), np.float32)
+                if len(features):
+                    image[has_image] = features
+                out["image"] = image
         return out
 
     # ---- artefact -----------------------------------------------------------------------

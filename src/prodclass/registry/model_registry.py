@@ -55,11 +55,12 @@ def log_model(classifier: ProductClassifier, model_dir: Path, example: pd.DataFr
     return info.model_uri
 
 
-def load_classifier(uri: str) -> ProductClassifier:
-    """Load a classifier from a folder, ``runs:/…``, ``models:/name@alias`` or ``/version``."""
+def model_folder(uri: str) -> Path:
+    """The local model folder (with ``model.json``) of a folder, ``runs:/…`` or ``models:/…``
+    URI (registry artifacts are downloaded)."""
     path = Path(uri)
     if (path / MODEL_CARD).is_file():
-        return load_model_dir(path)
+        return path
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except MlflowException as exc:
@@ -68,8 +69,13 @@ def load_classifier(uri: str) -> ProductClassifier:
     cards = [local / MODEL_CARD, *sorted(local.glob(f"artifacts/*/{MODEL_CARD}"))]
     for card in cards:
         if card.is_file():
-            return load_model_dir(card.parent)
+            return card.parent
     raise RegistryError(f"{uri} is not a prodclass model (no {MODEL_CARD} in its artifacts)")
+
+
+def load_classifier(uri: str) -> ProductClassifier:
+    """Load a classifier from a folder, ``runs:/…``, ``models:/name@alias`` or ``/version``."""
+    return load_model_dir(model_folder(uri))
 
 
 def resolve_version(uri: str) -> str | None:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from prodclass.data.prepare import META_FILE, load_prepared
 from prodclass.models.registry import create
+from prodclass.monitoring.profile import REFERENCE_DIR, build_reference
 from prodclass.registry.model_registry import log_model
 from prodclass.registry.tracking import configure_mlflow
 from prodclass.settings import Settings
@@ -107,6 +108,8 @@ def train_model(
         if out_dir.exists():
             shutil.rmtree(out_dir)
         model.save(out_dir)
+        # what production inputs will be compared with (drift monitoring), inside the folder
+        build_reference(model, train, val).save(out_dir / REFERENCE_DIR)
         model_uri = log_model(model, out_dir, input_example(train))
         log.info("validation weighted F1 %.4f", validation["weighted_f1"])
         return TrainResult(

@@ -1,0 +1,76 @@
+"""`prodclass monitor ...`: drift checks, quality from feedback, the monitoring journal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prodclass.cli.common import console, settings, user_errors, write_json
+
+app = typer.Typer(help="Drift and quality monitoring of the serving model.")
+
+
+def thresholds():
+    from prodclass.monitoring.drift import DriftThresholds
+    from prodclass.params import load_params
+
+    m = load_params(settings().params_file).monitoring
+    return DriftThresholds(m.p_value, m.psi, m.min_samples, m.embedding_samples, m.permutations)
+
+
+@app.command()
+def drift(
+    since: Annotated[str, typer.Option(help="24h, 7d, 90m or an ISO time.")] = "24h",
+    out: Annotated[Path, typer.Option(help="Folder for drift.json and drift.html.")] = Path(
+        "reports/monitoring"
+    ),
+    model: Annotated[str | None, typer.Option(help="Default: PRODCLASS_MODEL_URI.")] = None,
+) -> None:
+    """Compare the products logged since --since with the serving model's reference profile;
+    the report goes to --out, MLflow and the journal. Exit code 3 when drift is detected."""
+    from prodclass.monitoring.check import NoReferenceError, parse_since, run_drift_check
+
+    with user_errors():
+        try:
+            report = run_drift_check(settings(), parse_since(since), thresholds(), out, model)
+        except NoReferenceError as exc:
+            raise ValueError(str(exc)) from None
+    drifted = ", ".join(report.get("drifted", [])) or "-"
+    console.print(
+        f"{report['decision']}: {report['n_current']} products, drifted: {drifted}; "
+        f"report {out / 'drift.html'}"
+    )
+    if report["drift"]:
+        raise typer.Exit(3)
+
+
+@app.command()
+def quality(
+    days: Annotated[float, typer.Option(help="Window of reviewed predictions, in days.")] = 7.0,
+) -> None:
+    """Weighted and per-class F1 of reviewed predictions; written to the journal."""
+    from prodclass.monitoring import journal
+    from prodclass.monitoring.performance import rolling_quality
+
+    config = settings()
+    report = rolling_quality(config.db_url, days)
+    summary = f"weighted F1 {report['weighted_f1']} on {report['n']} reviewed predictions"
+    journal.write(config.db_url, "performance", summary, report, None)
+    write_json(report, None)
+
+
+@app.command("journal")
+def show_journal(
+    limit: Annotated[int, typer.Option(help="Entries, newest first.")] = 20,
+    kind: Annotated[str | None, typer.Option(help="drift, performance or retraining.")] = None,
+) -> None:
+    """The monitoring journal: drift checks, quality, retraining decisions."""
+    from prodclass.monitoring import journal
+
+    for entry in journal.entries(settings().db_url, limit, kind):
+        version = entry.model_version or "-"
+        typer.echo(
+            f"{entry.created_at:%Y-%m-%d %H:%M}  {entry.kind:<11} v{version:<4} {entry.summary}"
+        )

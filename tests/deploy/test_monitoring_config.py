@@ -1,0 +1,47 @@
+"""The shipped Prometheus rules and Grafana dashboard: checked and unit-tested by the real
+tools where they exist (promtool), and every metric they use is one the API exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+DEPLOY = PROJECT_ROOT / "deploy"
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(
+    PROMTOOL is None, reason="needs promtool (Debian `prometheus`; make system-deps)"
+)
+def test_alert_rules_are_valid_and_fire_as_their_unit_tests_say():
+    folder = DEPLOY / "prometheus"
+    for args in (
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+        ["check", "config", "--syntax-only", "prometheus.yml"],
+    ):
+        done = subprocess.run([PROMTOOL, *args], cwd=folder, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_rules_and_dashboard_use_only_metrics_the_api_exports():
+    import prodclass.serving.metrics as exported
+
+    names = set()
+    for value in vars(exported).values():
+        describe = getattr(value, "describe", None)
+        if describe:
+            for family in describe():
+                names.add(family.name)
+    texts = (DEPLOY / "prometheus/alerts.yml").read_text() + json.dumps(
+        json.loads((DEPLOY / "grafana/dashboards/prodclass.json").read_text())
+    )
+    used = set(re.findall(r"\b(prodclass_[a-z_]+?)(?:_bucket|_total|_count|_sum)?\b", texts))
+    unknown = {u for u in used if not any(n == u or n.startswith(u) for n in names)}
+    assert not unknown, f"metrics not exported by the API: {sorted(unknown)}"
