@@ -121,6 +121,14 @@ class Settings(BaseSettings):
         "appended to a spill file under state_dir and replayed later.",
     )
 
+    model_poll_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How often the API checks whether its model alias (champion) moved; 0: never.",
+    )
+    monitoring_refresh_seconds: float = Field(
+        default=60.0, ge=0, description="How often the API refreshes drift/quality gauges."
+    )
     retrain_command: str = Field(
         default="prodclass pipeline run",
         description="What `POST /training/runs` starts (run in the API's working folder).",

@@ -72,6 +72,10 @@ def prepare(
     data: DataOpt = None,
     params: Annotated[Path | None, typer.Option(help="params.yaml with a split section.")] = None,
     report: Annotated[Path | None, typer.Option(help="Also write the validation report.")] = None,
+    extra_train: Annotated[
+        Path | None,
+        typer.Option(help="Labelled products (challenge layout) added to the train split only."),
+    ] = None,
 ) -> None:
     """Validate, clean text and split (stratified, deterministic) into a prepared folder."""
     from prodclass.data.prepare import SplitParams, prepare
@@ -83,9 +87,24 @@ def prepare(
         result = validate(data_dir_or_default(data), workers=settings().image_check_workers)
         if report is not None:
             result.report.write(report)
-        meta = prepare(result, out, SplitParams(split.val_size, split.test_size, split.seed))
+        extra = None
+        if extra_train is not None and _has_rows(extra_train):
+            extra = validate(extra_train, workers=settings().image_check_workers)
+        split_params = SplitParams(split.val_size, split.test_size, split.seed)
+        meta = prepare(result, out, split_params, extra)
     _print_summary(result.report)
-    console.print(f"prepared {meta['n_products']} products into {out}: {meta['splits']}")
+    console.print(
+        f"prepared {meta['n_products']} products into {out}: {meta['splits']}"
+        f" ({meta['n_extra_train']} from reviewers' feedback)"
+    )
+
+
+def _has_rows(folder: Path) -> bool:
+    """A challenge-layout folder with at least one labelled product."""
+    from prodclass.data.layout import ChallengeLayout
+
+    x_train = ChallengeLayout(folder).x_train
+    return x_train.is_file() and len(x_train.read_text(encoding="utf-8").splitlines()) > 1
 
 
 @app.command()

@@ -84,8 +84,10 @@ def register(
     with user_errors():
         trained = TrainResult.read(train_report)
         report = json.loads(evaluation.read_text())
-        margin = load_params(params or settings().params_file).promotion.min_improvement
-        decision = register_candidate(trained, report, prepared, settings(), margin)
+        policy = load_params(params or settings().params_file).promotion
+        decision = register_candidate(
+            trained, report, prepared, settings(), policy.min_improvement, policy.max_class_drop
+        )
     payload = decision.to_dict() | {
         "run_id": trained.run_id,
         "tracking_uri": settings().tracking_uri,

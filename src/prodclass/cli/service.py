@@ -131,9 +131,14 @@ def feedback_export(
     """Write reviewed products (their confirmed or corrected category) as a challenge-layout
     folder, ready to validate and merge into training data."""
     from prodclass.db.feedback import export_labelled
-    from prodclass.db.session import session_scope
+    from prodclass.db.session import session_scope, upgrade
 
     config = settings()
+    upgrade(config.db_url)  # a fresh machine has no database yet: nothing reviewed, no error
+    if out.exists():  # the export is the whole set of verdicts, not an addition
+        import shutil
+
+        shutil.rmtree(out)
     with session_scope(config.db_url) as session:
         count = export_labelled(session, config.upload_dir, out)
     console.print(f"{count} reviewed products written to {out}")

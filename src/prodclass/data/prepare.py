@@ -31,21 +31,43 @@ class SplitParams:
     seed: int = 42
 
 
-def prepare(validated: ValidatedData, out_dir: Path, params: SplitParams) -> dict[str, object]:
-    """Write the prepared folder; return its metadata (counts per split and modality)."""
+def prepare(
+    validated: ValidatedData,
+    out_dir: Path,
+    params: SplitParams,
+    extra_train: ValidatedData | None = None,
+) -> dict[str, object]:
+    """Write the prepared folder; return its metadata (counts per split and modality).
+
+    ``extra_train`` (reviewers' labelled feedback) joins the train split only: validation and
+    test stay exactly the split of the main data, so a retrained model is compared with the
+    champion on the same test set. A reviewed product that is also a validation or test
+    product of the main data is left out (it would leak the test set into training).
+    """
     products = validated.products.copy()
     products["split"] = stratified_split(products, params.val_size, params.test_size, params.seed)
     products["image"] = [Path(p).name if p else "" for p in products["image_path"]]
+    n_extra = 0
+    if extra_train is not None and len(extra_train.products):
+        extra = extra_train.products.copy()
+        held_out = set(products.loc[products["split"] != "train", "productid"])
+        extra = extra[~extra["productid"].isin(held_out)]
+        extra.index = [f"feedback-{i}" for i in extra.index]
+        extra["split"] = "train"
+        extra["image"] = [str(Path(p).resolve()) if p else "" for p in extra["image_path"]]
+        products = pd.concat([products, extra])
+        n_extra = len(extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = products[MANIFEST_COLUMNS]
     manifest.to_csv(out_dir / PRODUCTS_FILE, index=True)
-    image_dirs = {Path(p).parent for p in products["image_path"] if p}
+    image_dirs = {Path(p).parent for p in validated.products["image_path"] if p}
     meta = {
         "data_dir": validated.report.data_dir,
         "image_dir": str(next(iter(image_dirs))) if image_dirs else "",
         "split_params": params.__dict__,
         "n_products": len(products),
         "n_rejected": validated.report.n_rejected,
+        "n_extra_train": n_extra,
         "splits": {s: int((products["split"] == s).sum()) for s in SPLITS},
         "modalities_by_split": {
             s: products.loc[products["split"] == s, "modality"].value_counts().to_dict()

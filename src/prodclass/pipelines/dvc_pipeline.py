@@ -1,4 +1,4 @@
-"""Run the DVC pipeline (ingest → validate → prepare → train → evaluate → register).
+"""Run the pipeline (ingest → validate → feedback → prepare → train → evaluate → register).
 
 DVC decides what is stale from the data snapshot, params.yaml and the code each stage depends
 on; unchanged stages are reused, so a second run does nothing but say so.
@@ -35,8 +35,15 @@ def dvc(*args: str, cwd: Path) -> None:
 
 
 def run_pipeline(project_dir: Path, force: bool = False, push: bool = True) -> dict[str, Any]:
-    """Reproduce the pipeline, push outputs to the default DVC remote, return the registration."""
-    dvc("repro", *(["--force"] if force else []), cwd=project_dir)
+    """Run the lifecycle (the Dagster ``training`` job, in this process: each stage is a DVC
+    stage, reused when up to date), push outputs to the default DVC remote, return the
+    registration."""
+    from prodclass.pipelines.definitions import run_job
+
+    result = run_job("training", project_dir, force=force)
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+        raise PipelineError(f"the pipeline failed at stage {', '.join(failed) or '?'}")
     if push:
         dvc("push", "--quiet", cwd=project_dir)
     return json.loads((project_dir / REGISTRATION_REPORT).read_text())

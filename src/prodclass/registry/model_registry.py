@@ -215,29 +215,31 @@ class PromotionDecision:
 
 
 def decide_promotion(
-    candidate_f1: float, champion_f1: float | None, min_improvement: float
+    candidate_f1: float,
+    champion_f1: float | None,
+    min_improvement: float,
+    candidate_per_class: dict[str, float] | None = None,
+    champion_per_class: dict[str, float] | None = None,
+    max_class_drop: float = 1.0,
 ) -> tuple[bool, str]:
-    """Promote when there is no champion, or the candidate beats it by the margin."""
+    """Promote when there is no champion, or the candidate beats it by the margin and no
+    product type loses more than ``max_class_drop`` of test F1 (per-class F1 dicts)."""
     if champion_f1 is None:
         return True, "no champion yet"
-    if candidate_f1 > champion_f1 + min_improvement:
-        return True, f"weighted F1 {candidate_f1:.4f} beats champion {champion_f1:.4f}"
-    return False, (
-        f"weighted F1 {candidate_f1:.4f} does not beat champion {champion_f1:.4f}"
-        f" by more than {min_improvement}"
-    )
-
-
-def version_artifact(name: str, version: str, artifact_path: str) -> Path:
-    """A file of the run that produced a registered version (e.g. its test report), local."""
-    client = MlflowClient()
-    try:
-        run_id = client.get_model_version(name, version).run_id
-    except MlflowException:
-        raise RegistryError(f"model {name} has no version {version}") from None
-    try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path))
-    except (MlflowException, OSError):
-        raise RegistryError(
-            f"version {version} has no {artifact_path} (was it evaluated with --train-report?)"
-        ) from None
+    if candidate_f1 <= champion_f1 + min_improvement:
+        return False, (
+            f"weighted F1 {candidate_f1:.4f} does not beat champion {champion_f1:.4f}"
+            f" by more than {min_improvement}"
+        )
+    drops = {
+        code: champion_per_class[code] - candidate_per_class.get(code, 0.0)
+        for code in (champion_per_class or {})
+        if candidate_per_class is not None
+    }
+    worst = max(drops.items(), key=lambda kv: kv[1], default=(None, 0.0))
+    if worst[0] is not None and worst[1] > max_class_drop:
+        return False, (
+            f"weighted F1 {candidate_f1:.4f} beats champion {champion_f1:.4f} but class "
+            f"{worst[0]} loses {worst[1]:.4f} F1 (tolerance {max_class_drop})"
+        )
+    return True, f"weighted F1 {candidate_f1:.4f} beats champion {champion_f1:.4f}"

@@ -50,3 +50,19 @@ LOG_BACKLOG = Gauge(
 LOG_WRITE_FAILURES = Counter(
     "prodclass_prediction_log_write_failures_total", "Failed attempts to write prediction records"
 )
+
+# ---- from the monitoring journal (refreshed by serving/watcher.py) ---------------------------
+DRIFT_DETECTED = Gauge(
+    "prodclass_drift_detected", "1 when the latest drift check found drift, else 0"
+)
+DRIFT_SCORE = Gauge(
+    "prodclass_drift_score",
+    "Latest drift check: PSI of a feature (KS/chi-square tests) or MMD of embeddings",
+    ["feature", "test"],
+)
+ROLLING_WEIGHTED_F1 = Gauge(
+    "prodclass_rolling_weighted_f1", "Weighted F1 of reviewed predictions (last 7 days)"
+)
+ROLLING_REVIEWED = Gauge(
+    "prodclass_rolling_reviewed_predictions", "Reviewed predictions behind the rolling F1"
+)

@@ -14,6 +14,7 @@ from prodclass.serving.prediction_queue import PredictionQueue
 from prodclass.serving.rate_limit import RateLimiter
 from prodclass.serving.retraining import Retrainer
 from prodclass.serving.security import TokenIssuer
+from prodclass.serving.watcher import Watcher
 from prodclass.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class Services:
     limiter: RateLimiter
     tokens: TokenIssuer
     retrainer: Retrainer
+    watcher: Watcher
 
     @property
     def db_url(self) -> str:
@@ -68,12 +70,21 @@ class Services:
             limiter=RateLimiter(settings.api_rate_limit_per_minute, settings.api_rate_limit_burst),
             tokens=TokenIssuer(secret, settings.jwt_expire_minutes),
             retrainer=Retrainer(settings.retrain_command, settings.state_dir / "retraining"),
+            watcher=Watcher(
+                slot,
+                settings.model_uri,
+                settings.db_url,
+                settings.model_poll_seconds,
+                settings.monitoring_refresh_seconds,
+            ),
         )
         services.prediction_log.start()
         slot.request_load(settings.model_uri)
+        services.watcher.start()
         return services
 
     def stop(self) -> None:
+        self.watcher.stop()
         self.queue.stop()
         self.prediction_log.stop()
         self.slot.close()

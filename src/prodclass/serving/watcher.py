@@ -1,0 +1,89 @@
+"""Background duties of a running API: follow the champion alias (a new champion is loaded
+without a restart; a version loaded by hand stays until the alias moves) and publish the
+monitoring journal's latest numbers as Prometheus gauges."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from prodclass.serving import metrics
+from prodclass.serving.model_slot import LoadInProgressError, ModelSlot
+
+log = logging.getLogger(__name__)
+
+
+class Watcher:
+    def __init__(
+        self,
+        slot: ModelSlot,
+        model_uri: str,
+        db_url: str,
+        poll_seconds: float,
+        refresh_seconds: float,
+    ) -> None:
+        self.slot = slot
+        self.model_uri = model_uri
+        self.db_url = db_url
+        self.poll_seconds = poll_seconds
+        self.refresh_seconds = refresh_seconds
+        self.alias_version: str | None = None  # what the alias pointed to when last looked
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        if self.poll_seconds > 0 and "@" in self.model_uri:
+            self._spawn(self.follow_alias, self.poll_seconds, "alias-watch")
+        if self.refresh_seconds > 0:
+            self._spawn(self.refresh_gauges, self.refresh_seconds, "monitoring-gauges")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)
+
+    def _spawn(self, duty, every: float, name: str) -> None:
+        def loop() -> None:
+            while not self._stop.wait(every):
+                try:
+                    duty()
+                except Exception:  # a duty failing must not take the API down
+                    log.exception("%s failed", name)
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def follow_alias(self) -> None:
+        from prodclass.registry.model_registry import resolve_version
+
+        version = resolve_version(self.model_uri)
+        if version is None:
+            return
+        if self.alias_version is None:  # first look: the load at start follows the alias
+            self.alias_version = version
+            return
+        if version != self.alias_version:
+            try:
+                name = self.model_uri.removeprefix("models:/").split("@", 1)[0]
+                self.slot.request_load(f"models:/{name}/{version}", version)
+            except LoadInProgressError:
+                return  # try again at the next poll
+            log.info("%s moved to version %s: loading it", self.model_uri, version)
+            self.alias_version = version
+
+    def refresh_gauges(self) -> None:
+        from prodclass.monitoring import journal
+        from prodclass.monitoring.performance import rolling_quality
+
+        drift = journal.latest(self.db_url, "drift")
+        if drift is not None:
+            metrics.DRIFT_DETECTED.set(1 if drift.details.get("drift") else 0)
+            metrics.DRIFT_SCORE.clear()
+            for test in drift.details.get("tests", []):
+                score = test["psi"] if test.get("psi") is not None else test["statistic"]
+                metrics.DRIFT_SCORE.labels(test["name"], test["test"]).set(score)
+        quality = rolling_quality(self.db_url)
+        metrics.ROLLING_REVIEWED.set(quality["n"])
+        if quality["weighted_f1"] is not None:
+            metrics.ROLLING_WEIGHTED_F1.set(quality["weighted_f1"])
