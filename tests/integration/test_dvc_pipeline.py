@@ -10,13 +10,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
 import shutil
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,12 +23,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import PROJECT_ROOT
+from tests.integration.projects import VENV_BIN, make_project
+from tests.integration.projects import dvc as _dvc
+from tests.integration.projects import pipeline_run as _pipeline_run
 
 pytestmark = pytest.mark.slow
 
-VENV_BIN = Path(sys.executable).parent
-TIMEOUT = 300  # seconds, per subprocess; one full pipeline run on the sample takes about 50 s
 EXPENSIVE = ("prepare", "train", "evaluate", "register")
 DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -46,68 +44,6 @@ class Project:
     first: str  # merged stdout/stderr of the first `prodclass pipeline run`
     second: str  # ... and of the second, with nothing changed
     mlflow_after_second: tuple[int, int]  # (runs, registered versions) right after the second
-
-
-def _env(root: Path, sample: Path) -> dict[str, str]:
-    """Environment of every subprocess: the sample, a private state folder, no outside config."""
-    outside = root.parent / "outside"  # config and caches that must stay out of the project
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(
-            ("PRODCLASS_", "DVC_", "AWS_", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")
-        )
-        and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")
-    }
-    env.update(DUMMY_AWS)
-    env.update(
-        PRODCLASS_DATA_DIR=str(sample),
-        PRODCLASS_STATE_DIR=str(root / "state"),
-        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        # DVC: no analytics, no user/system config, a private site cache
-        DVC_NO_ANALYTICS="1",
-        DVC_GLOBAL_CONFIG_DIR=str(outside / "dvc-global"),
-        DVC_SYSTEM_CONFIG_DIR=str(outside / "dvc-system"),
-        DVC_SITE_CACHE_DIR=str(outside / "dvc-site"),
-        # AWS SDKs: dummy credentials only, never the instance metadata service
-        AWS_CONFIG_FILE=str(outside / "aws-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(outside / "aws-credentials"),
-        AWS_EC2_METADATA_DISABLED="true",
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_CONFIG_GLOBAL=os.devnull,
-        COLUMNS="200",  # rich wraps the summary panel at 80 columns otherwise
-    )
-    return env
-
-
-def _run(args: list[str | Path], cwd: Path, env: dict[str, str]) -> str:
-    """Run a command, return its merged output; fail the test with that output if it fails."""
-    try:
-        proc = subprocess.run(
-            [str(a) for a in args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"`{' '.join(map(str, args))}` took more than {TIMEOUT} s:\n{exc.output}")
-    assert proc.returncode == 0, (
-        f"`{' '.join(map(str, args))}` exited {proc.returncode}:\n{proc.stdout}"
-    )
-    return proc.stdout
-
-
-def _pipeline_run(project: Path, env: dict[str, str]) -> str:
-    return _run([VENV_BIN / "prodclass", "pipeline", "run"], project, env)
-
-
-def _dvc(project: Path, env: dict[str, str], *args: str) -> str:
-    return _run([VENV_BIN / "dvc", *args], project, env)
 
 
 def _mlflow_counts(project: Path) -> tuple[int, int]:
@@ -134,31 +70,7 @@ def _ran(output: str) -> set[str]:
 def project(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A git + DVC copy of the project after two `prodclass pipeline run` on the sample."""
     root = tmp_path_factory.mktemp("dvc-pipeline") / "project"
-    root.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    # the pipeline's mechanics, not the model, are under test: the fast text family trains
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["model_family"] = "tfidf-linear"
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copytree(
-        PROJECT_ROOT / "src",
-        root / "src",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
-    )
-    env = _env(root, sample)
-
-    _run(["git", "init", "-q"], root, env)
-    _run(["git", "config", "user.name", "prodclass tests"], root, env)
-    _run(["git", "config", "user.email", "tests@prodclass.invalid"], root, env)
-    _run(["git", "config", "commit.gpgsign", "false"], root, env)
-    _dvc(root, env, "init", "-q")
-    # dvc init wrote its own .dvc/config and .dvcignore: use the project's (default remote)
-    shutil.copy(PROJECT_ROOT / ".dvc" / "config", root / ".dvc" / "config")
-    shutil.copy(PROJECT_ROOT / ".dvcignore", root / ".dvcignore")
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-q", "-m", "throwaway prodclass project"], root, env)
-
+    env = make_project(root, sample)
     first = _pipeline_run(root, env)
     second = _pipeline_run(root, env)
     return Project(root, env, first, second, _mlflow_counts(root))

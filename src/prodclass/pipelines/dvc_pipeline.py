@@ -34,13 +34,15 @@ def dvc(*args: str, cwd: Path) -> None:
         raise PipelineError(f"`dvc {' '.join(args)}` failed with exit code {completed.returncode}")
 
 
-def run_pipeline(project_dir: Path, force: bool = False, push: bool = True) -> dict[str, Any]:
+def run_pipeline(
+    project_dir: Path, force: bool = False, push: bool = True, job: str = "training"
+) -> dict[str, Any]:
     """Run the lifecycle (the Dagster ``training`` job, in this process: each stage is a DVC
     stage, reused when up to date), push outputs to the default DVC remote, return the
     registration."""
     from prodclass.pipelines.definitions import run_job
 
-    result = run_job("training", project_dir, force=force)
+    result = run_job(job, project_dir, force=force)
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
         raise PipelineError(f"the pipeline failed at stage {', '.join(failed) or '?'}")
