@@ -403,6 +403,21 @@ def test_monitoring_summary_of_volume_latency_and_class_mix(client, auth):
     assert client.get("/monitoring/summary", headers=auth["client"]).status_code == 403
 
 
+def test_monitoring_journal_lists_checks_and_decisions(client, auth, served):
+    from prodclass.monitoring import journal
+
+    details = {"drift": True, "drifted": ["inputs"], "tests": []}
+    journal.write(served.settings.db_url, "drift", "drift on 120 products: inputs", details, "2")
+    entries = client.get(
+        "/monitoring/journal", params={"kind": "drift"}, headers=auth["reviewer"]
+    ).json()
+    assert entries[0]["summary"] == "drift on 120 products: inputs"
+    assert entries[0]["details"]["drifted"] == ["inputs"]
+    assert client.get("/monitoring/journal", headers=auth["client"]).status_code == 403
+    wrong = client.get("/monitoring/journal", params={"kind": "x"}, headers=auth["reviewer"])
+    assert wrong.status_code == 422
+
+
 def test_model_report_and_confusion_matrix_from_mlflow(client, auth, served):
     report = client.get(f"/models/{served.multimodal_version}/report", headers=auth["client"])
     assert report.status_code == 200

@@ -192,8 +192,18 @@ def test_models_page_shows_versions_metrics_and_the_confusion_matrix(ui_settings
     assert "No test report" in _text(at)
 
 
-def test_monitoring_page_counts_predictions(ui_settings):
+def test_monitoring_page_counts_predictions_and_shows_drift(ui_settings, served):
+    from prodclass.monitoring import journal
+
+    journal.write(
+        served.settings.db_url,
+        "drift",
+        "drift on 99 products: inputs",
+        {"drift": True, "drifted": ["inputs"]},
+        "2",
+    )
     time.sleep(1.2)  # the log writer's flush interval
     at = _page("monitoring", ui_settings, "reviewer")
     assert not at.exception
     assert at.metric[0].label == "Predictions" and int(at.metric[0].value) >= 1
+    assert "drift on 99 products" in at.error[0].value

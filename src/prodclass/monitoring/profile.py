@@ -28,7 +28,8 @@ class ReferenceProfile:
     class_prior: dict[int, float]  # share of each code in the training labels
     predicted: dict[int, float]  # share of each predicted code on validation
     confidences: list[float]  # top probability of each validation prediction
-    embeddings: dict[str, Any] = field(default_factory=dict)  # modality -> unit rows (sample)
+    # modality -> unit rows of a sample of validation products
+    embeddings: dict[str, Any] = field(default_factory=dict)
 
     # ---- files --------------------------------------------------------------------------
     def save(self, folder: Path) -> Path:
@@ -94,6 +95,19 @@ def embedding_sample(model: ProductClassifier, products: pd.DataFrame, n: int, s
         return {}
 
 
+def _embedding_rows(val: pd.DataFrame, train: pd.DataFrame, enough: int = 100) -> pd.DataFrame:
+    """Validation products, not training ones: the fit shapes the embeddings of the products
+    the model learnt from (a TF-IDF knows all their words), never production's. Only when
+    validation is too small to describe a modality (tiny data sets) is it topped up with
+    training products."""
+    rows = [val]
+    for column in ("text", "image_path"):
+        if (val[column].fillna("") != "").sum() < enough:
+            rows.append(train[train[column].fillna("") != ""])
+    combined = pd.concat(rows)
+    return combined[~combined.index.duplicated()]  # a product counted once
+
+
 def build_reference(
     model: ProductClassifier,
     train: pd.DataFrame,
@@ -111,5 +125,5 @@ def build_reference(
         class_prior={int(k): float(v) for k, v in labels.value_counts(normalize=True).items()},
         predicted={int(k): float(v) for k, v in predicted.items()},
         confidences=[round(float(c), 6) for c in proba.max(axis=1)],
-        embeddings=embedding_sample(model, train, max_embeddings, seed),
+        embeddings=embedding_sample(model, _embedding_rows(val, train), max_embeddings, seed),
     )

@@ -140,6 +140,10 @@ class ApiClient:
             raise
 
     # ---- monitoring ---------------------------------------------------------------------------
+    def journal(self, kind: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit} | ({"kind": kind} if kind else {})
+        return self._json("GET", "/monitoring/journal", params=params)
+
     def monitoring(self, hours: float = 24, bucket_minutes: int = 60) -> dict[str, Any]:
         params = {"hours": hours, "bucket_minutes": bucket_minutes}
         return self._json("GET", "/monitoring/summary", params=params)

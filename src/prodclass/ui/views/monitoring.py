@@ -11,8 +11,27 @@ from prodclass.ui.views.common import label
 WINDOWS = {"last hour": (1, 5), "last 24 hours": (24, 60), "last 7 days": (24 * 7, 360)}
 
 
+def _drift_status() -> None:
+    """The latest drift check and the journal (drift, quality, retraining decisions)."""
+    entries = session.call(session.client().journal)
+    if entries is None:
+        return
+    drift = next((e for e in entries if e["kind"] == "drift"), None)
+    if drift is None:
+        st.info("No drift check yet (`prodclass monitor drift`, or the nightly Dagster schedule).")
+    elif drift["details"].get("drift"):
+        st.error(f"Drift: {drift['summary']} ({drift['created_at'][:16]})")
+    else:
+        st.success(f"No drift: {drift['summary']} ({drift['created_at'][:16]})")
+    if entries:
+        with st.expander("Monitoring journal"):
+            journal = pd.DataFrame(entries)[["created_at", "kind", "model_version", "summary"]]
+            st.dataframe(journal, hide_index=True, use_container_width=True)
+
+
 def render() -> None:
     st.header("Monitoring")
+    _drift_status()
     window = st.radio("Window", list(WINDOWS), index=1, horizontal=True)
     hours, bucket = WINDOWS[window]
     summary = session.call(session.client().monitoring, hours, bucket)

@@ -43,6 +43,38 @@ class SummaryOut(BaseModel):
     training_data: str | None  # why training shares are missing, or where they come from
 
 
+class JournalEntryOut(BaseModel):
+    id: int
+    created_at: datetime
+    kind: str
+    model_version: str | None
+    summary: str
+    details: dict
+
+
+@router.get("/journal", response_model=list[JournalEntryOut], summary="The monitoring journal")
+def journal_entries(
+    services: ServicesDep,
+    _: Reviewer,
+    kind: Annotated[str | None, Query(pattern="^(drift|performance|retraining)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> list[JournalEntryOut]:
+    """Drift checks, quality measurements and retraining decisions, newest first."""
+    from prodclass.monitoring import journal
+
+    return [
+        JournalEntryOut(
+            id=e.id,
+            created_at=e.created_at,
+            kind=e.kind,
+            model_version=e.model_version,
+            summary=e.summary,
+            details=e.details,
+        )
+        for e in journal.entries(services.db_url, limit, kind)
+    ]
+
+
 @lru_cache(maxsize=4)
 def training_shares(data_dir: Path) -> dict[int, float]:
     labels = read_labels(ChallengeLayout(data_dir).y_train)["prdtypecode"].astype(int)
