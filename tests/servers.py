@@ -86,3 +86,23 @@ def database(postgres_url: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def wait_until_up(process, log: Path, probe, what: str, timeout: float = 120.0) -> None:
+    """Poll ``probe()`` (True when the server answers as expected) until it does; fail with
+    the server's log if the process exits or the time runs out."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited {process.returncode}:\n{tail(log)}")
+        try:
+            if probe():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{what} not up after {timeout:.0f} s:\n{tail(log)}")

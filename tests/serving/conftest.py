@@ -33,7 +33,7 @@ from prodclass.serving.api.app import create_app
 from prodclass.settings import Settings, get_settings
 from prodclass.training.evaluate import evaluate_prepared
 from prodclass.training.train import input_example, train_model
-from tests.servers import free_port, tail
+from tests.servers import free_port, wait_until_up
 
 SERVER_JWT_SECRET = "server-test-key-" + "y" * 32  # what `prodclass serve` signs tokens with
 PASSWORDS = {
@@ -131,17 +131,9 @@ def server_launcher(served: Served, folder: Path) -> Iterator[Callable[..., str]
         )
         processes.append((process, log))
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"prodclass serve exited {process.returncode}:\n{tail(log)}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        pytest.fail(f"prodclass serve not ready after 120 s:\n{tail(log)}")
+        ready = lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200  # noqa: E731
+        wait_until_up(process, log, ready, "prodclass serve")
+        return url
 
     yield start
     for process, _ in processes:

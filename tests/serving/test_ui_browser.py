@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from prodclass.data.layout import ChallengeLayout, read_labels
 from tests.conftest import PROJECT_ROOT
-from tests.servers import free_port, tail
+from tests.servers import free_port, wait_until_up
 from tests.serving.conftest import PASSWORDS, PRODCLASS, server_env
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -43,18 +43,8 @@ def ui_url(served, api_url, tmp_path_factory) -> str:
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"prodclass ui exited {process.returncode}:\n{tail(log)}")
-        try:
-            if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"prodclass ui not up after 90 s:\n{tail(log)}")
+    healthy = lambda: httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok"  # noqa: E731
+    wait_until_up(process, log, healthy, "prodclass ui", timeout=90)
     yield url
     process.terminate()
     process.wait(20)
