@@ -47,3 +47,19 @@ def test_rules_and_dashboard_use_only_metrics_the_api_exports():
     used = set(re.findall(r"\b(prodclass_[a-z_]+?)(?:_bucket|_total|_count|_sum)?\b", texts))
     unknown = {u for u in used if not any(n == u or n.startswith(u) for n in names)}
     assert not unknown, f"metrics not exported by the API: {sorted(unknown)}"
+
+
+def test_the_monitoring_compose_file_mounts_files_that_exist():
+    import yaml
+
+    compose = yaml.safe_load((DEPLOY / "docker-compose.monitoring.yml").read_text())
+    assert set(compose["services"]) == {"prometheus", "grafana"}
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), source
+    assert (
+        "GRAFANA_ADMIN_PASSWORD:?"
+        in compose["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    )  # no default password
