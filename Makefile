@@ -13,13 +13,14 @@ help: ## Show this help
 
 # System packages: Tesseract reads the text printed on product photos (French + English data);
 # Chromium and its driver run the web app's end-to-end test in a real browser; Prometheus's
-# promtool checks and unit-tests the alert rules.
-APT_PACKAGES := tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng chromium chromium-driver prometheus
+# promtool checks and unit-tests the alert rules; docker-compose validates docker-compose.yml.
+APT_PACKAGES := tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng chromium chromium-driver prometheus \
+	docker-compose
 system-deps: ## Install the Debian packages prodclass needs (Tesseract, Chromium, promtool); no-op when present
 	@if command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx fra \
 		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null \
-		&& command -v promtool >/dev/null; then \
-		echo "tesseract with French data, chromium, chromedriver, promtool: present"; \
+		&& command -v promtool >/dev/null && command -v docker-compose >/dev/null; then \
+		echo "tesseract with French data, chromium, chromedriver, promtool, docker-compose: present"; \
 	elif command -v apt-get >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
