@@ -243,3 +243,18 @@ def decide_promotion(
             f"{worst[0]} loses {worst[1]:.4f} F1 (tolerance {max_class_drop})"
         )
     return True, f"weighted F1 {candidate_f1:.4f} beats champion {champion_f1:.4f}"
+
+
+def version_artifact(name: str, version: str, artifact_path: str) -> Path:
+    """A file of the run that produced a registered version (e.g. its test report), local."""
+    client = MlflowClient()
+    try:
+        run_id = client.get_model_version(name, version).run_id
+    except MlflowException:
+        raise RegistryError(f"model {name} has no version {version}") from None
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path))
+    except (MlflowException, OSError):
+        raise RegistryError(
+            f"version {version} has no {artifact_path} (was it evaluated with --train-report?)"
+        ) from None

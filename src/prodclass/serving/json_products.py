@@ -26,6 +26,20 @@ class ReceivedProduct:
     imageid: str | None = None
     product_identifier: str | None = None
 
+    @classmethod
+    def of(
+        cls,
+        designation: str = "",
+        description: str = "",
+        image: bytes | None = None,
+        product_id: str | None = None,
+        imageid: str | None = None,
+        product_identifier: str | None = None,
+    ) -> ReceivedProduct:
+        """From raw fields (an empty photo is no photo)."""
+        inputs = ProductInput(designation or "", description or "", image or None, product_id)
+        return cls(inputs, imageid, product_identifier)
+
 
 def received(product: ProductIn, position: int, problems: list[str]) -> ReceivedProduct:
     """Decode one JSON product; a photo that is not base64 is added to ``problems``."""
@@ -35,8 +49,11 @@ def received(product: ProductIn, position: int, problems: list[str]) -> Received
             image = base64.b64decode(product.image_base64, validate=True)
         except (binascii.Error, ValueError):
             problems.append(f"product {position}: image_base64 is not valid base64")
-    return ReceivedProduct(
-        ProductInput(product.designation, product.description, image, product.product_id),
+    return ReceivedProduct.of(
+        product.designation,
+        product.description,
+        image,
+        product.product_id,
         product.imageid,
         product.product_identifier,
     )

@@ -4,8 +4,6 @@ in the challenge layout streamed back as NDJSON). Every answered product is logg
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import io
 import json
@@ -28,35 +26,18 @@ from prodclass.serving.api.schemas import (
     CategoryOut,
     ModelRef,
     PredictionOut,
-    ProductIn,
 )
 from prodclass.serving.api.services import Services
+from prodclass.serving.json_products import ReceivedProduct, check_all, received
 from prodclass.serving.prediction_log import LogRecord
 from prodclass.serving.prediction_queue import Answer, NoModelError
-from prodclass.serving.predictor import InvalidProductError, Prediction, Predictor, ProductInput
+from prodclass.serving.predictor import InvalidProductError, Prediction, Predictor
 from prodclass.serving.security import Principal
 
 router = APIRouter(tags=["predict"])
 
 PAGE = 32  # products per model call when a batch is split into pages
 BATCH_WAIT_SECONDS = 30.0  # a batch page waits this long for room in the queue
-
-
-class _Product:
-    """A product as received, with the fields the log keeps beside the model's input."""
-
-    def __init__(
-        self,
-        designation: str = "",
-        description: str = "",
-        image: bytes | None = None,
-        product_id: str | None = None,
-        imageid: str | None = None,
-        product_identifier: str | None = None,
-    ) -> None:
-        self.input = ProductInput(designation or "", description or "", image or None, product_id)
-        self.imageid = imageid
-        self.product_identifier = product_identifier
 
 
 def model_ref(services: Services, predictor: Predictor) -> ModelRef:
@@ -71,7 +52,7 @@ def model_ref(services: Services, predictor: Predictor) -> ModelRef:
 def _answer(
     services: Services,
     principal: Principal,
-    product: _Product,
+    product: ReceivedProduct,
     prediction: Prediction,
     answer: Answer,
     latency_ms: float,
@@ -114,7 +95,7 @@ def _answer(
 
 
 async def _predict_page(
-    services: Services, principal: Principal, page: list[_Product], top_k: int, wait: float
+    services: Services, principal: Principal, page: list[ReceivedProduct], top_k: int, wait: float
 ) -> list[PredictionOut]:
     start = time.perf_counter()
     future = services.queue.submit([p.input for p in page], top_k, wait_seconds=wait)
@@ -127,24 +108,6 @@ async def _predict_page(
         records.append(record)
     services.prediction_log.append(records)
     return outs
-
-
-def _check_all(services: Services, products: list[_Product], problems: list[str]) -> None:
-    """Refuse the whole request, naming every bad product, before any model call."""
-    predictor = services.slot.current
-    if predictor is None:
-        raise NoModelError("no model is loaded yet")
-    for position, product in enumerate(products):
-        if any(p.startswith(f"product {position}:") for p in problems):
-            continue  # already refused while decoding
-        try:
-            predictor.check(product.input, position)
-        except InvalidProductError as exc:
-            problems.append(str(exc))
-    if problems:
-        problems.sort(key=lambda p: int(p.split(":")[0].removeprefix("product ")))
-        shown = "; ".join(problems[:20])
-        raise InvalidProductError(shown + (" ..." if len(problems) > 20 else ""))
 
 
 async def read_upload(upload: UploadFile | None, limit: int) -> bytes | None:
@@ -182,7 +145,9 @@ async def predict(
     ] = None,
 ) -> PredictionOut:
     photo = await read_upload(image, services.settings.api_max_upload_bytes)
-    product = _Product(designation, description, photo, product_id, imageid, product_identifier)
+    product = ReceivedProduct.of(
+        designation, description, photo, product_id, imageid, product_identifier
+    )
     k = top_k or services.settings.api_top_k
     (out,) = await _predict_page(services, principal, [product], k, wait=0.0)
     return out
@@ -202,34 +167,18 @@ async def predict_batch(body: BatchIn, services: ServicesDep, principal: AnyUser
             f"{len(body.products)} products is over the {limit}-product limit of one call: "
             "send pages, or a zip to /predict/batch/zip",
         )
+    predictor = services.slot.current
+    if predictor is None:
+        raise NoModelError("no model is loaded yet")
     problems: list[str] = []
-    products = [
-        decode_json_product(position, p, problems) for position, p in enumerate(body.products)
-    ]
-    _check_all(services, products, problems)
+    products = [received(p, position, problems) for position, p in enumerate(body.products)]
+    check_all(predictor, products, problems)
     k = body.top_k or services.settings.api_top_k
     pages = [products[i : i + PAGE] for i in range(0, len(products), PAGE)]
     outs = await asyncio.gather(
         *(_predict_page(services, principal, page, k, BATCH_WAIT_SECONDS) for page in pages)
     )
     return BatchOut(predictions=[o for page in outs for o in page])
-
-
-def decode_json_product(position: int, product: ProductIn, problems: list[str]) -> _Product:
-    image = None
-    if product.image_base64:
-        try:
-            image = base64.b64decode(product.image_base64, validate=True)
-        except (binascii.Error, ValueError):
-            problems.append(f"product {position}: image_base64 is not valid base64")
-    return _Product(
-        product.designation,
-        product.description,
-        image,
-        product.product_id,
-        product.imageid,
-        product.product_identifier,
-    )
 
 
 @router.post(
@@ -258,11 +207,11 @@ async def predict_zip(
 
     async def lines() -> AsyncIterator[bytes]:
         for start in range(0, len(rows), PAGE):
-            page: list[_Product] = []
+            page: list[ReceivedProduct] = []
             answers: dict[str, dict] = {}  # row id -> its line, written in the CSV's order
             for row_id, row in rows.iloc[start : start + PAGE].iterrows():
                 name = f"image_{row['imageid']}_product_{row['productid']}.jpg"
-                product = _Product(
+                product = ReceivedProduct.of(
                     row["designation"],
                     row["description"],
                     photos.get(name),

@@ -12,9 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prodclass.data.taxonomy import category, is_known
 from prodclass.serving.api.deps import AnyUser, ServicesDep
-from prodclass.serving.api.routes.predict import decode_json_product, model_ref, read_upload
+from prodclass.serving.api.routes.predict import model_ref, read_upload
 from prodclass.serving.api.schemas import ModelRef, ProductIn
 from prodclass.serving.api.services import Services
+from prodclass.serving.json_products import received
 from prodclass.serving.prediction_queue import NoModelError
 from prodclass.serving.predictor import InvalidProductError, Predictor, ProductInput
 from prodclass.serving.similarity import CatalogueIndex, compare, load_index
@@ -75,7 +76,7 @@ def _index(services: Services, predictor: Predictor) -> CatalogueIndex:
 
 def _input(product: ProductIn, position: int) -> ProductInput:
     problems: list[str] = []
-    decoded = decode_json_product(position, product, problems)
+    decoded = received(product, position, problems)
     if problems:
         raise InvalidProductError(problems[0])
     return decoded.input
