@@ -140,6 +140,12 @@ class Settings(BaseSettings):
     ui_host: str = Field(default="127.0.0.1", description="Interface `prodclass ui` binds.")
     ui_port: int = Field(default=8501, ge=1, le=65535)
 
+    azure_subscription_id: str | None = Field(
+        default=None, description="Azure subscription of the ML workspace (`deploy azureml`)."
+    )
+    azure_resource_group: str | None = None
+    azure_ml_workspace: str | None = None
+
     @property
     def db_url(self) -> str:
         """The application database, defaulting to SQLite under state_dir."""

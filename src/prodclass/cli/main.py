@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from prodclass.cli import data as data_cli
+from prodclass.cli import deploy as deploy_cli
 from prodclass.cli import models as models_cli
 from prodclass.cli import monitor as monitor_cli
 from prodclass.cli import pipeline as pipeline_cli
@@ -38,6 +39,7 @@ app.add_typer(service_cli.users_app, name="users")
 app.add_typer(service_cli.feedback_app, name="feedback")
 app.add_typer(service_cli.index_app, name="index")
 app.add_typer(monitor_cli.app, name="monitor")
+app.add_typer(deploy_cli.app, name="deploy")
 
 
 @app.callback()
