@@ -88,21 +88,32 @@ def database(postgres_url: str) -> Iterator[str]:
             )
 
 
-def wait_until_up(process, log: Path, probe, what: str, timeout: float = 120.0) -> None:
-    """Poll ``probe()`` (True when the server answers as expected) until it does; fail with
-    the server's log if the process exits or the time runs out."""
+def wait_for(condition, what: str, timeout: float = 60.0, every: float = 0.2, detail=None):
+    """Poll ``condition()`` until it returns something truthy and return that; fail the test
+    after ``timeout`` seconds, saying what was awaited (and ``detail()``, e.g. a server log)."""
     import time
-
-    import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(every)
+    pytest.fail(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f":\n{detail()}" if detail else "")
+    )
+
+
+def wait_until_up(process, log: Path, probe, what: str, timeout: float = 120.0) -> None:
+    """Poll ``probe()`` (True when the server answers as expected) until it does; fail with
+    the server's log if the process exits or the time runs out."""
+    import httpx
+
+    def up() -> bool:
         if process.poll() is not None:
             pytest.fail(f"{what} exited {process.returncode}:\n{tail(log)}")
         try:
-            if probe():
-                return
+            return bool(probe())
         except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"{what} not up after {timeout:.0f} s:\n{tail(log)}")
+            return False
+
+    wait_for(up, f"{what} to answer", timeout, every=0.3, detail=lambda: tail(log))

@@ -133,9 +133,10 @@ class Settings(BaseSettings):
         default="prodclass pipeline run",
         description="What `POST /training/runs` starts (run in the API's working folder).",
     )
-    api_url: str = Field(
-        default="http://127.0.0.1:8000",
-        description="Where the web app finds the API (Streamlit secrets may override it).",
+    api_url: str | None = Field(
+        default=None,
+        description="Where the web app finds the API (Streamlit secrets may override it); "
+        "unset: the API this machine serves, http://API_HOST:API_PORT.",
     )
     ui_host: str = Field(default="127.0.0.1", description="Interface `prodclass ui` binds.")
     ui_port: int = Field(default=8501, ge=1, le=65535)
@@ -150,6 +151,11 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         """The application database, defaulting to SQLite under state_dir."""
         return self.database_url or self._sqlite_in_state("prodclass.db")
+
+    @property
+    def api_base_url(self) -> str:
+        """The API's address for clients: ``api_url``, else where ``prodclass serve`` listens."""
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
 
     @property
     def upload_dir(self) -> Path:

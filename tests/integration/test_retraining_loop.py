@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import dagster as dg
 import pandas as pd
@@ -20,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import copy_subset
 from tests.integration.projects import VENV_BIN, make_project, pipeline_run, run
+from tests.servers import wait_for
 
 from prodclass.data.layout import ChallengeLayout, read_features, read_labels
 from prodclass.db.session import session_scope, upgrade
@@ -76,7 +76,7 @@ def test_the_loop_from_drift_to_a_new_champion_served(world, monkeypatch):
     from prodclass.serving.api.app import create_app
 
     with TestClient(create_app(settings)) as api:
-        _wait(lambda: api.get("/ready").status_code == 200, "the API is ready")
+        wait_for(lambda: api.get("/ready").status_code == 200, "the API is ready")
         shop, rev = _login(api, "shop"), _login(api, "rev")
         assert api.get("/models/current", headers=shop).json()["serving"]["version"] == "1"
 
@@ -117,7 +117,7 @@ def test_the_loop_from_drift_to_a_new_champion_served(world, monkeypatch):
         assert drift["drift"] and "inputs" in drift["drifted"]
         assert drift["quality"]["n"] == len(answers)
         assert drift["quality"]["accuracy"] == pytest.approx(right, abs=1e-3)
-        _wait(lambda: "prodclass_drift_detected 1.0" in api.get("/metrics").text, "drift gauge")
+        wait_for(lambda: "prodclass_drift_detected 1.0" in api.get("/metrics").text, "drift gauge")
 
         # 4. the sensor asks for a retraining, which the retraining job carries out
         from prodclass.pipelines.definitions import retrain_when_needed
@@ -137,7 +137,7 @@ def test_the_loop_from_drift_to_a_new_champion_served(world, monkeypatch):
         assert registration["candidate_weighted_f1"] > registration["champion_weighted_f1"]
 
         # 6. the running API serves the new champion without a restart
-        _wait(
+        wait_for(
             lambda: api.get("/models/current", headers=shop).json()["serving"]["version"] == "2",
             "the API serves version 2",
         )
@@ -162,12 +162,3 @@ def test_the_loop_from_drift_to_a_new_champion_served(world, monkeypatch):
 def _login(api: TestClient, user: str) -> dict[str, str]:
     token = api.post("/token", data={"username": user, "password": f"{user}-password-1"})
     return {"Authorization": f"Bearer {token.json()['access_token']}"}
-
-
-def _wait(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for: {what}")

@@ -26,7 +26,7 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def state_dir(tmp_path_factory) -> Iterator[Path]:
     """Caches and checkpoints go to a fresh state folder, never the project's."""
     state = tmp_path_factory.mktemp("state")
@@ -40,3 +40,15 @@ def state_dir(tmp_path_factory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def six_codes_splits(six_codes_prepared: Path) -> dict[str, pd.DataFrame]:
     return {s: load_prepared(six_codes_prepared, s) for s in ("train", "val", "test")}
+
+
+# The multimodal families' tests train on the six-code subset; modules with data of their own
+# (text families, TF-IDF) define their own ``prepared`` / ``splits``.
+@pytest.fixture(scope="module")
+def prepared(six_codes_prepared: Path) -> Path:
+    return six_codes_prepared
+
+
+@pytest.fixture(scope="module")
+def splits(six_codes_splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    return six_codes_splits

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from tests.conftest import SIX_CODES
@@ -56,21 +55,6 @@ FAST = {  # tiny net, random init: learning rates far above what a pretrained CL
     "tower_lr": 1e-3,
     "threads": 1,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def own_state(state_dir: Path) -> Path:
-    return state_dir
-
-
-@pytest.fixture(scope="module")
-def prepared(six_codes_prepared: Path) -> Path:
-    return six_codes_prepared
-
-
-@pytest.fixture(scope="module")
-def splits(six_codes_splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    return six_codes_splits
 
 
 def build_tiny_clip(texts: list[str], folder: Path) -> Path:
@@ -169,8 +153,8 @@ def test_only_the_last_layers_train_and_the_frozen_ones_do_not_move(trained, tin
             assert torch.equal(weights, original[name]), f"frozen {name} moved"
 
 
-def test_the_checkpoint_is_removed_once_training_ends(trained, own_state):
-    assert not list(own_state.rglob("multimodal-clip-*.pt"))
+def test_the_checkpoint_is_removed_once_training_ends(trained, state_dir):
+    assert not list(state_dir.rglob("multimodal-clip-*.pt"))
 
 
 @pytest.mark.parametrize("architecture", ["CLIP", "MetaClip2", "AltCLIP"])

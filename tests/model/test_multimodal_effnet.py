@@ -48,21 +48,6 @@ FAST = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def own_state(state_dir: Path) -> Path:
-    return state_dir
-
-
-@pytest.fixture(scope="module")
-def prepared(six_codes_prepared: Path) -> Path:
-    return six_codes_prepared
-
-
-@pytest.fixture(scope="module")
-def splits(six_codes_splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    return six_codes_splits
-
-
 @pytest.fixture(scope="module")
 def trained(splits) -> tuple[MultimodalEffnetClassifier, dict]:
     model = create("multimodal-effnet", FAST)

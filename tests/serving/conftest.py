@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from prodclass.serving.api.app import create_app
 from prodclass.settings import Settings, get_settings
 from prodclass.training.evaluate import evaluate_prepared
 from prodclass.training.train import input_example, train_model
-from tests.servers import free_port, wait_until_up
+from tests.servers import free_port, wait_for, wait_until_up
 
 SERVER_JWT_SECRET = "server-test-key-" + "y" * 32  # what `prodclass serve` signs tokens with
 PASSWORDS = {
@@ -172,23 +171,18 @@ def _register_corrupt_copy(model_dir: Path, settings: Settings, prepared: Path) 
 
 
 def wait_ready(client: TestClient, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get("/ready").status_code == 200:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"API not ready: {client.get('/ready').json()}")
+    wait_for(lambda: client.get("/ready").status_code == 200, "the API to be ready", timeout)
 
 
-def wait_serving(client: TestClient, headers: dict, version: str, timeout: float = 120.0) -> dict:
-    """Wait for the last load to end; return GET /models/current."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_serving(client, headers: dict, version: str, timeout: float = 120.0) -> dict:
+    """Wait for the last load to end; return GET /models/current (``client``: a TestClient or
+    an httpx.Client with the server's base URL)."""
+
+    def ended() -> dict | None:
         current = client.get("/models/current", headers=headers).json()
-        if current["last_load"]["state"] != "loading":
-            return current
-        time.sleep(0.2)
-    raise AssertionError(f"load of version {version} did not end")
+        return current if current["last_load"]["state"] != "loading" else None
+
+    return wait_for(ended, f"the load of version {version} to end", timeout)
 
 
 @pytest.fixture(scope="module")

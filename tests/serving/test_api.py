@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import sys
-import time
 import zipfile
 
 import pandas as pd
@@ -19,6 +18,7 @@ from sqlalchemy import select
 from prodclass.data.taxonomy import is_known
 from prodclass.db.session import session_scope
 from prodclass.db.tables import PredictionRecord
+from tests.servers import wait_for
 from tests.serving.conftest import PASSWORDS, login, wait_ready, wait_serving
 
 # ---- system -------------------------------------------------------------------------------
@@ -437,11 +437,12 @@ def test_an_admin_starts_a_retraining_run_and_follows_it(client, auth):
     started = client.post("/training/runs", headers=auth["admin"])
     assert started.status_code == 202 and started.json()["state"] == "running"
     assert client.post("/training/runs", headers=auth["admin"]).status_code == 409
-    deadline = time.monotonic() + 30
-    while (latest := client.get("/training/runs/latest", headers=auth["admin"]).json())[
-        "state"
-    ] == "running" and time.monotonic() < deadline:
-        time.sleep(0.2)
+
+    def finished() -> dict | None:
+        latest = client.get("/training/runs/latest", headers=auth["admin"]).json()
+        return latest if latest["state"] != "running" else None
+
+    latest = wait_for(finished, "the retraining run to end", 30)
     assert latest["state"] == "succeeded" and "retrained" in latest["log_tail"]
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 
 import httpx
 import pytest
 import yaml
 
 from tests.conftest import PROJECT_ROOT
-from tests.servers import free_port, wait_until_up
+from tests.servers import free_port, wait_for, wait_until_up
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
@@ -65,10 +64,8 @@ def _query(url: str, expr: str) -> list:
 
 
 def test_prometheus_scrapes_the_api_and_loads_the_alert_rules(prometheus, served):
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _query(prometheus, 'up{job="prodclass-api"} == 1'):
-        time.sleep(0.5)
-    assert _query(prometheus, 'up{job="prodclass-api"} == 1'), "the API was never scraped"
+    scraped = lambda: _query(prometheus, 'up{job="prodclass-api"} == 1')  # noqa: E731
+    wait_for(scraped, "Prometheus to scrape the API", 60, every=0.5)
     info = _query(prometheus, "prodclass_model_info")
     assert info and info[0]["metric"]["version"] == served.multimodal_version
     rules = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]

@@ -17,23 +17,13 @@ import httpx
 import pytest
 
 from tests.servers import with_database
-from tests.serving.conftest import PASSWORDS, PRODCLASS, server_env
+from tests.serving.conftest import PASSWORDS, PRODCLASS, server_env, wait_serving
 
 
 def _token(url: str, username: str, password: str) -> dict[str, str]:
     answer = httpx.post(f"{url}/token", data={"username": username, "password": password})
     assert answer.status_code == 200, answer.text
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-
-def _wait_load(url: str, headers: dict[str, str]) -> dict:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        current = httpx.get(f"{url}/models/current", headers=headers).json()
-        if current["last_load"]["state"] != "loading":
-            return current
-        time.sleep(0.2)
-    raise AssertionError("the load did not end")
 
 
 def test_hot_swap_under_concurrent_load_fails_no_request(start_server, served, sample_products):
@@ -62,7 +52,8 @@ def test_hot_swap_under_concurrent_load_fails_no_request(start_server, served, s
         time.sleep(2)
         for version in (served.text_version, served.multimodal_version):
             assert httpx.post(f"{url}/models/{version}/load", headers=admin).status_code == 202
-            current = _wait_load(url, admin)
+            with httpx.Client(base_url=url) as http:
+                current = wait_serving(http, admin, version)
             assert current["serving"]["version"] == version, current
             time.sleep(2)  # requests flow on the new version
         stop.set()

@@ -199,6 +199,6 @@ def ui(
     ]  # fmt: skip
     console.print(
         f"web app on http://{host or config.ui_host}:{port or config.ui_port} "
-        f"(API: {config.api_url})"
+        f"(API: {config.api_base_url})"
     )
     raise typer.Exit(subprocess.call(command))

@@ -15,12 +15,11 @@ from sqlalchemy import select
 from prodclass.data.text import product_text
 from prodclass.db.session import session_scope
 from prodclass.db.tables import PredictionRecord
-from prodclass.models.base import NoEmbeddingError
 from prodclass.monitoring import journal
 from prodclass.monitoring.drift import DriftThresholds, detect_drift
 from prodclass.monitoring.features import product_features
 from prodclass.monitoring.performance import rolling_quality
-from prodclass.monitoring.profile import REFERENCE_DIR, ReferenceProfile
+from prodclass.monitoring.profile import REFERENCE_DIR, ReferenceProfile, embedding_sample
 from prodclass.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,15 +81,6 @@ def load_reference(model_dir: Path) -> ReferenceProfile:
     return ReferenceProfile.load(folder)
 
 
-def current_embeddings(model, products: pd.DataFrame, n: int, seed: int) -> dict[str, Any]:
-    from prodclass.monitoring.profile import embedding_sample
-
-    try:
-        return embedding_sample(model, products, n, seed)
-    except NoEmbeddingError:
-        return {}
-
-
 def run_drift_check(
     settings: Settings,
     since: datetime,
@@ -115,7 +105,7 @@ def run_drift_check(
         product_features(logged),
         answers["prdtypecode"],
         answers["probability"],
-        current_embeddings(model, logged, thresholds.embedding_samples, thresholds.seed),
+        embedding_sample(model, logged, thresholds.embedding_samples, thresholds.seed),
         thresholds,
     )
     report |= {

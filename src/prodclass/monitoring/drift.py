@@ -17,7 +17,8 @@ import pandas as pd
 from scipy import sparse, stats
 
 from prodclass.monitoring.features import CATEGORICAL, NUMERIC
-from prodclass.monitoring.profile import ReferenceProfile, unit_rows
+from prodclass.monitoring.profile import ReferenceProfile
+from prodclass.serving.similarity import unit_rows
 
 EPS = 1e-4
 
@@ -150,7 +151,7 @@ def detect_drift(
     )
     modalities = [m for m in reference.embeddings if m in current_embeddings]
     for modality in modalities:
-        r, c = reference.embeddings[modality], unit_rows(current_embeddings[modality])
+        r, c = reference.embeddings[modality], unit_rows(current_embeddings[modality])[0]
         if r.shape[0] < t.min_samples or c.shape[0] < t.min_samples:
             continue
         rng = np.random.default_rng(t.seed)

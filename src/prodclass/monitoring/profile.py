@@ -16,6 +16,7 @@ from scipy import sparse
 
 from prodclass.models.base import NoEmbeddingError, ProductClassifier
 from prodclass.monitoring.features import product_features
+from prodclass.serving.similarity import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,6 @@ class ReferenceProfile:
         )
 
 
-def unit_rows(matrix: Any) -> Any:
-    from sklearn.preprocessing import normalize
-
-    return normalize(sparse.csr_matrix(matrix) if sparse.issparse(matrix) else np.asarray(matrix))
-
-
 def embedding_sample(model: ProductClassifier, products: pd.DataFrame, n: int, seed: int) -> dict:
     """Unit embeddings of up to ``n`` products that have each modality."""
     try:
@@ -89,7 +84,7 @@ def embedding_sample(model: ProductClassifier, products: pd.DataFrame, n: int, s
             frame = frame.assign(image_path="") if modality == "text" else frame.assign(text="")
             vectors = model.embed(frame)
             if modality in vectors:
-                out[modality] = unit_rows(vectors[modality])
+                out[modality] = unit_rows(vectors[modality])[0]
         return out
     except NoEmbeddingError:
         return {}

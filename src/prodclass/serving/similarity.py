@@ -29,7 +29,7 @@ class IndexMissingError(LookupError):
     """No catalogue index was built for the serving model version."""
 
 
-def _unit_rows(matrix: Any) -> tuple[Any, np.ndarray]:
+def unit_rows(matrix: Any) -> tuple[Any, np.ndarray]:
     """Rows scaled to length 1 (zero rows stay zero) and which rows are non-zero."""
     if sparse.issparse(matrix):
         matrix = sparse.csr_matrix(matrix, dtype=np.float32)
@@ -54,7 +54,7 @@ def compare(predictor: Predictor, a: ProductInput, b: ProductInput) -> dict[str,
         if modality not in vectors:
             scores[modality] = None
             continue
-        unit, present = _unit_rows(vectors[modality])
+        unit, present = unit_rows(vectors[modality])
         scores[modality] = round(float(_dot(unit[0:1], unit[1:2])[0]), 6) if present.all() else None
     given = [s for s in scores.values() if s is not None]
     scores["overall"] = round(sum(given) / len(given), 6) if given else None
@@ -83,7 +83,7 @@ class CatalogueIndex:
         vectors, present = {}, {}
         for modality, chunks in parts.items():
             stacked = sparse.vstack(chunks) if sparse.issparse(chunks[0]) else np.vstack(chunks)
-            vectors[modality], present[modality] = _unit_rows(stacked)
+            vectors[modality], present[modality] = unit_rows(stacked)
         key = predictor.model_version or predictor.model_uri
         return cls(key, products[CATALOGUE_COLUMNS].copy(), vectors, present)
 
@@ -99,7 +99,7 @@ class CatalogueIndex:
         count = np.zeros(len(self.catalogue), np.float32)
         per_modality: dict[str, np.ndarray] = {}
         for m in used:
-            q, q_present = _unit_rows(query[m])
+            q, q_present = unit_rows(query[m])
             if not q_present[0]:
                 continue  # the query has no such modality
             scores = _dot(self.vectors[m], q)

@@ -25,7 +25,7 @@ def api_url() -> str:
         return str(url)
     from prodclass.settings import get_settings
 
-    return get_settings().api_url
+    return get_settings().api_base_url
 
 
 def client() -> ApiClient:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from sqlalchemy.exc import OperationalError
 
@@ -14,6 +15,7 @@ from prodclass.serving.prediction_queue import PredictionQueue
 from prodclass.serving.rate_limit import RateLimiter
 from prodclass.serving.retraining import Retrainer
 from prodclass.serving.security import TokenIssuer
+from prodclass.serving.similarity import CatalogueIndex
 from prodclass.serving.watcher import Watcher
 from prodclass.settings import Settings
 
@@ -30,6 +32,9 @@ class Services:
     tokens: TokenIssuer
     retrainer: Retrainer
     watcher: Watcher
+    # the catalogue index of the serving version, loaded on first use (routes/similarity.py)
+    similarity_index: CatalogueIndex | None = None
+    index_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def db_url(self) -> str:

@@ -4,7 +4,6 @@ products of the labelled catalogue: duplicate and mis-categorised listing huntin
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -21,7 +20,6 @@ from prodclass.serving.predictor import InvalidProductError, Predictor, ProductI
 from prodclass.serving.similarity import CatalogueIndex, compare, load_index
 
 router = APIRouter(tags=["similarity"])
-_index_lock = threading.Lock()
 
 Modality = Literal["text", "image", "both"]
 
@@ -66,12 +64,10 @@ def _predictor(services: Services) -> Predictor:
 def _index(services: Services, predictor: Predictor) -> CatalogueIndex:
     """The serving version's index, loaded once (another version's vectors mean nothing)."""
     key = predictor.model_version or predictor.model_uri
-    with _index_lock:
-        cached = getattr(services, "_similarity_index", None)
-        if cached is None or cached.model_key != key:
-            cached = load_index(services.settings.state_dir, predictor)
-            services._similarity_index = cached  # type: ignore[attr-defined]
-    return cached
+    with services.index_lock:
+        if services.similarity_index is None or services.similarity_index.model_key != key:
+            services.similarity_index = load_index(services.settings.state_dir, predictor)
+        return services.similarity_index
 
 
 def _input(product: ProductIn, position: int) -> ProductInput:
