@@ -56,12 +56,6 @@ class ApiClient:
         self.token = answer["access_token"]
         return answer
 
-    def me(self) -> dict[str, Any]:
-        return self._json("GET", "/users/me")
-
-    def health(self) -> dict[str, Any]:
-        return self._json("GET", "/health")
-
     # ---- predictions ------------------------------------------------------------------------
     def predict(
         self,

@@ -7,10 +7,6 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class ErrorOut(BaseModel):
-    detail: str
-
-
 class CategoryOut(BaseModel):
     prdtypecode: int
     name_fr: str
