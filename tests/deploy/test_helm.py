@@ -1,0 +1,173 @@
+"""The Helm chart, linted and rendered by helm itself (`make test` fetches it), every rendered
+object validated against the Kubernetes JSON schemas of the oldest and newest supported API
+versions, and what the deployment relies on checked: probes, autoscaling, secrets, migrations."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from prodclass.settings import Settings
+from tests.conftest import PROJECT_ROOT
+
+CHART = PROJECT_ROOT / "deploy/helm/prodclass"
+HELM = shutil.which("helm") or str(Path(sys.executable).parent / "helm")
+pytestmark = pytest.mark.skipif(
+    not Path(HELM).is_file(), reason="needs helm (`make .venv/bin/helm` fetches it)"
+)
+KUBERNETES_VERSIONS = ("1.25", "1.35")  # the chart's kubeVersion floor, and recent
+# what a user must give: the token-signing secret, the database, and where MLflow is
+REQUIRED = {
+    "secrets.values.PRODCLASS_JWT_SECRET": "0123456789abcdef0123456789abcdef",
+    "secrets.values.PRODCLASS_DATABASE_URL": "postgresql://prodclass:pw@db:5432/prodclass",
+    "settings.PRODCLASS_MLFLOW_TRACKING_URI": "http://mlflow.tracking:5000",
+}
+
+
+def _helm(*args: str, values: dict[str, str]) -> subprocess.CompletedProcess:
+    sets = []  # strings stay strings (a hex secret must not become a number); booleans are booleans
+    for key, value in values.items():
+        flag = "--set" if value in ("true", "false") else "--set-string"
+        sets += [flag, f"{key}={value}"]
+    return subprocess.run(
+        [HELM, *args, str(CHART), *sets], capture_output=True, text=True, timeout=120
+    )
+
+
+def render(**values: str) -> dict[tuple[str, str], dict]:
+    """`helm template` with the required values plus ``values``; objects by (kind, name)."""
+    done = _helm("template", "shop", values=REQUIRED | values)
+    assert done.returncode == 0, done.stderr
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
+
+
+def _container(objects: dict, kind: str, name: str) -> dict:
+    (container,) = objects[(kind, name)]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_the_chart_lints_strictly():
+    done = _helm("lint", "--strict", values=REQUIRED)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {
+            "mlflow.enabled": "true",
+            "secrets.values.MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg://m@db/mlflow",
+            "ingress.enabled": "true",
+            "ingress.api.host": "api.shop.test",
+            "ingress.ui.host": "app.shop.test",
+            "api.autoscaling.enabled": "false",
+        },
+    ],
+    ids=["defaults", "mlflow-ingress-fixed-replicas"],
+)
+def test_every_rendered_object_matches_the_kubernetes_schemas(values):
+    objects = render(**values)
+    assert len(objects) >= 9
+    for obj in objects.values():
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_schema_check_rejects_a_misspelt_field():
+    """The validator is strict: a typo in a probe would be caught, not ignored."""
+    deployment = render()[("Deployment", "shop-prodclass-api")]
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["periodSecond"] = 5
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_the_api_is_probed_autoscaled_and_reads_settings_and_secrets():
+    objects = render()
+    api = _container(objects, "Deployment", "shop-prodclass-api")
+    assert api["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert api["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert api["resources"]["requests"]["cpu"]  # the HPA's utilisation needs a CPU request
+    assert api["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"configMapRef": {"name": "shop-prodclass-settings"}} in api["envFrom"]
+    assert {"secretRef": {"name": "shop-prodclass-secrets"}} in api["envFrom"]
+    assert "replicas" not in objects[("Deployment", "shop-prodclass-api")]["spec"]  # the HPA's
+
+    hpa = objects[("HorizontalPodAutoscaler", "shop-prodclass-api")]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "shop-prodclass-api"
+    (metric,) = hpa["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+
+    secret = objects[("Secret", "shop-prodclass-secrets")]["stringData"]
+    assert secret["PRODCLASS_JWT_SECRET"] == REQUIRED["secrets.values.PRODCLASS_JWT_SECRET"]
+    settings = objects[("ConfigMap", "shop-prodclass-settings")]["data"]
+    assert "PRODCLASS_JWT_SECRET" not in settings
+    assert settings["PRODCLASS_MLFLOW_TRACKING_URI"] == "http://mlflow.tracking:5000"
+
+    ui = _container(objects, "Deployment", "shop-prodclass-ui")
+    env = {item["name"]: item.get("value") for item in ui["env"]}
+    assert env["PRODCLASS_API_URL"] == "http://shop-prodclass-api:8000"
+    assert ("Deployment", "shop-prodclass-mlflow") not in objects  # optional, off by default
+
+
+def test_every_setting_the_chart_sets_is_a_real_setting():
+    """A misspelt PRODCLASS_ name would be silently ignored by the application."""
+    known = {f"PRODCLASS_{name.upper()}" for name in Settings.model_fields}
+    objects = render(**{"mlflow.enabled": "true", "secrets.values.MLFLOW_BACKEND_STORE_URI": "x"})
+    names = set(objects[("ConfigMap", "shop-prodclass-settings")]["data"])
+    names |= set(objects[("Secret", "shop-prodclass-secrets")]["stringData"])
+    for kind, name in objects:
+        if kind == "Deployment":
+            container = _container(objects, kind, name)
+            names |= {item["name"] for item in container.get("env", [])}
+    ours = {name for name in names if name.startswith("PRODCLASS_")}
+    assert ours, "no settings rendered"
+    assert ours <= known, ours - known
+
+
+def test_migrations_run_as_a_hook_before_upgrades():
+    job = render()[("Job", "shop-prodclass-migrations")]
+    hooks = job["metadata"]["annotations"]["helm.sh/hook"].split(",")
+    assert set(hooks) == {"post-install", "pre-upgrade"}
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["prodclass", "db", "upgrade"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_an_existing_secret_replaces_the_charts_own():
+    objects = render(**{"secrets.existingSecret": "prodclass-sealed"})
+    assert not [key for key in objects if key[0] == "Secret"]
+    api = _container(objects, "Deployment", "shop-prodclass-api")
+    assert {"secretRef": {"name": "prodclass-sealed"}} in api["envFrom"]
+
+
+def test_the_optional_mlflow_server_is_what_the_api_is_pointed_at():
+    objects = render(**{"mlflow.enabled": "true", "secrets.values.MLFLOW_BACKEND_STORE_URI": "x"})
+    assert ("Service", "shop-prodclass-mlflow") in objects
+    settings = objects[("ConfigMap", "shop-prodclass-settings")]["data"]
+    assert settings["PRODCLASS_MLFLOW_TRACKING_URI"] == "http://shop-prodclass-mlflow:5000"
+
+
+@pytest.mark.parametrize(
+    ("missing", "override", "message"),
+    [
+        ("secrets.values.PRODCLASS_JWT_SECRET", None, "PRODCLASS_JWT_SECRET is required"),
+        ("secrets.values.PRODCLASS_DATABASE_URL", None, "PRODCLASS_DATABASE_URL is required"),
+        ("settings.PRODCLASS_MLFLOW_TRACKING_URI", None, "PRODCLASS_MLFLOW_TRACKING_URI"),
+        (None, {"secrets.values.PRODCLASS_JWT_SECRET": "short"}, "at least 32 characters"),
+        (None, {"ingress.enabled": "true"}, "ingress.api.host is required"),
+    ],
+)
+def test_missing_or_weak_values_stop_the_install_with_a_reason(missing, override, message):
+    values = {key: value for key, value in REQUIRED.items() if key != missing} | (override or {})
+    done = _helm("template", "shop", values=values)
+    assert done.returncode != 0
+    assert message in done.stderr
