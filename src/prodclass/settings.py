@@ -140,6 +140,12 @@ class Settings(BaseSettings):
     )
     ui_host: str = Field(default="127.0.0.1", description="Interface `prodclass ui` binds.")
     ui_port: int = Field(default=8501, ge=1, le=65535)
+    ui_username: str | None = Field(
+        default=None,
+        description="API account the web app signs in with by itself (a private deployment "
+        "whose viewers are already authenticated); unset: each user signs in.",
+    )
+    ui_password: SecretStr | None = Field(default=None, description="Password of ui_username.")
 
     azure_subscription_id: str | None = Field(
         default=None, description="Azure subscription of the ML workspace (`deploy azureml`)."

@@ -92,6 +92,53 @@ def test_an_api_that_is_down_is_a_clear_message(monkeypatch):
         get_settings.cache_clear()
 
 
+@pytest.fixture
+def cloud_secrets(api_url, monkeypatch):
+    """Streamlit Community Cloud: the API address (and maybe an account) only in st.secrets;
+    the environment points at a dead port, so the secrets must be what the app uses."""
+    monkeypatch.setenv("PRODCLASS_API_URL", f"http://127.0.0.1:{free_port()}")
+    for name in ("PRODCLASS_UI_USERNAME", "PRODCLASS_UI_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield {"PRODCLASS_API_URL": api_url}
+    get_settings.cache_clear()
+
+
+def _app_with_secrets(secrets: dict[str, str]) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for name, value in secrets.items():
+        at.secrets[name] = value
+    return at.run()
+
+
+def test_secrets_give_the_api_address_and_users_sign_in_themselves(cloud_secrets):
+    at = _app_with_secrets(cloud_secrets)
+    assert "token" not in at.session_state
+    assert cloud_secrets["PRODCLASS_API_URL"] in _text(at)
+    at.text_input[0].input("reviewer")
+    at.text_input[1].input(PASSWORDS["reviewer"])
+    at.button[0].click().run()
+    assert at.session_state["role"] == "reviewer"
+
+
+def test_an_account_in_the_secrets_signs_in_by_itself_until_the_user_signs_out(cloud_secrets):
+    account = {"PRODCLASS_UI_USERNAME": "client", "PRODCLASS_UI_PASSWORD": PASSWORDS["client"]}
+    at = _app_with_secrets(cloud_secrets | account)
+    assert at.session_state["role"] == "client"
+    assert at.header[0].value == "Classify a product"
+    at.sidebar.button[0].click().run()  # sign out: to sign in as someone else
+    assert "token" not in at.session_state
+    assert [t.label for t in at.text_input] == ["User name", "Password"]
+
+
+def test_a_refused_account_in_the_secrets_is_explained(cloud_secrets):
+    account = {"PRODCLASS_UI_USERNAME": "client", "PRODCLASS_UI_PASSWORD": "not-the-password"}
+    at = _app_with_secrets(cloud_secrets | account)
+    assert "token" not in at.session_state
+    assert "Automatic sign-in as client failed" in at.warning[0].value
+    assert "wrong user name or password" in at.warning[0].value
+
+
 def test_classify_a_real_photo_shows_the_top5_and_the_model(ui_settings, sample_products, served):
     fields, photo = sample_products.both[0]
     at = _page("classify", ui_settings, "client")

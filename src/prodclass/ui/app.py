@@ -6,10 +6,18 @@ batch), reviewers also work the review queue and watch monitoring, admins also m
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import streamlit as st
 
-from prodclass.ui import session
-from prodclass.ui.views import batch, classify, models, monitoring, review
+try:
+    import prodclass  # noqa: F401
+except ModuleNotFoundError:  # a clone run without installing (Streamlit Community Cloud)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from prodclass.ui import session  # noqa: E402
+from prodclass.ui.views import batch, classify, models, monitoring, review  # noqa: E402
 
 PAGES_BY_ROLE = {
     "client": ("classify", "batch"),
@@ -46,13 +54,14 @@ def sign_in_page() -> None:
 
 def main() -> None:
     st.set_page_config(page_title="prodclass", layout="wide")
+    session.sign_in_automatically()
     if not session.signed_in():
         st.navigation([st.Page(sign_in_page, title="Sign in", url_path="sign-in")]).run()
         return
     with st.sidebar:
         st.write(f"**{st.session_state.get('username')}** ({session.role()})")
         if st.button("Sign out"):
-            session.sign_out()
+            session.sign_out(by_user=True)
             st.rerun()
         st.caption(f"API: {session.api_url()}")
     names = PAGES_BY_ROLE.get(session.role(), ("classify",))
