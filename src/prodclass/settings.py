@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +76,35 @@ class Settings(BaseSettings):
         "with a restart, and several workers would not share it).",
     )
     jwt_expire_minutes: int = Field(default=60, ge=1)
+    jwt_issuer: str = Field(default="prodclass", description="`iss` of tokens; others refused.")
+    jwt_audience: str = Field(
+        default="prodclass-api", description="`aud` of tokens; tokens for anything else refused."
+    )
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="production: the API refuses to start without a real JWT secret (32+ "
+        "characters) and encryption key, instead of generating throwaway ones.",
+    )
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="AES-256-GCM keys for sensitive stored fields (user emails), as "
+        "`id:base64key,...`: the first encrypts, all decrypt (rotation: put the new key first, "
+        "run `prodclass users reencrypt`, then drop the old). Unset in development: a key "
+        "generated once under state_dir/secrets.",
+    )
+    tls_certfile: Path | None = Field(
+        default=None, description="PEM certificate: `prodclass serve` then speaks HTTPS."
+    )
+    tls_keyfile: Path | None = Field(default=None, description="PEM private key of tls_certfile.")
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed sign-ins for one user name before it is locked for a while "
+        "(doubling with each further failure); a client address gets four times as many.",
+    )
+    login_lockout_seconds: int = Field(
+        default=30, ge=1, description="First lockout; doubles per further failure, to 15 min."
+    )
     api_predict_workers: int = Field(
         default=2, ge=1, description="Threads that run predictions side by side (about the cores)."
     )
@@ -161,7 +191,8 @@ class Settings(BaseSettings):
     @property
     def api_base_url(self) -> str:
         """The API's address for clients: ``api_url``, else where ``prodclass serve`` listens."""
-        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+        scheme = "https" if self.tls_certfile else "http"
+        return self.api_url or f"{scheme}://{self.api_host}:{self.api_port}"
 
     @property
     def upload_dir(self) -> Path:

@@ -32,7 +32,8 @@ def test_similar_products_need_an_index_of_the_serving_version(client, auth, ser
 def indexed(client, catalogue, served) -> ChallengeLayout:
     result = CliRunner().invoke(app, ["index", "build", "--data", str(catalogue.root)])
     assert result.exit_code == 0, result.output
-    assert (served.state / "similarity" / served.multimodal_version / "index.json").is_file()
+    index = served.state / "similarity" / served.multimodal_version / "index.json"
+    assert index.is_file(), result.output
     return catalogue
 
 

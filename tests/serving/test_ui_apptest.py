@@ -126,8 +126,14 @@ def test_an_account_in_the_secrets_signs_in_by_itself_until_the_user_signs_out(c
     at = _app_with_secrets(cloud_secrets | account)
     assert at.session_state["role"] == "client"
     assert at.header[0].value == "Classify a product"
+    token = at.session_state["token"]
     at.sidebar.button[0].click().run()  # sign out: to sign in as someone else
     assert "token" not in at.session_state
+    me = httpx.get(
+        f"{cloud_secrets['PRODCLASS_API_URL']}/users/me",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert me.status_code == 401 and "revoked" in me.json()["detail"]  # revoked on the API
     assert [t.label for t in at.text_input] == ["User name", "Password"]
 
 
@@ -169,10 +175,18 @@ def test_nothing_to_classify_and_a_file_that_is_not_a_photo_are_explained(ui_set
 
 def test_an_expired_session_goes_back_to_sign_in(ui_settings):
     at = _page("classify", ui_settings, "client")
+    settings = get_settings()
     past = datetime.now(UTC) - timedelta(hours=1)
-    at.session_state["token"] = jwt.encode(
-        {"sub": "client", "role": "client", "exp": past}, SERVER_JWT_SECRET, algorithm="HS256"
-    )
+    claims = {
+        "sub": "client",
+        "role": "client",
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": past - timedelta(hours=1),
+        "exp": past,
+        "jti": "expired-session",
+    }
+    at.session_state["token"] = jwt.encode(claims, SERVER_JWT_SECRET, algorithm="HS256")
     at.text_input(key="classify-designation").input("Piscine gonflable")
     at.button[0].click().run()
     assert "token" not in at.session_state

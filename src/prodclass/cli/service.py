@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -26,19 +27,30 @@ def serve(
 
     from prodclass.db.session import DatabaseNotReadyError, check_schema
     from prodclass.serving.api.app import create_app
+    from prodclass.serving.security import InsecureConfigurationError, check_production_secrets
 
     config = settings()
     try:
+        check_production_secrets(config)
         check_schema(config.db_url)
-    except DatabaseNotReadyError as exc:
+    except (DatabaseNotReadyError, InsecureConfigurationError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from None
+    if bool(config.tls_certfile) != bool(config.tls_keyfile):
+        console.print("[bold red]error:[/] HTTPS needs both PRODCLASS_TLS_CERTFILE and _KEYFILE")
+        raise typer.Exit(1)
+    # uvicorn re-raises the SIGTERM it handled once its graceful shutdown (requests drained,
+    # prediction log flushed) is complete; with the default action the process would end as
+    # "killed" (143). A no-op handler makes that re-raise harmless: a clean drain exits 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         create_app(config),
         host=host or config.api_host,
         port=port or config.api_port,
         log_level=config.log_level.lower(),
         timeout_graceful_shutdown=10,
+        ssl_certfile=config.tls_certfile,
+        ssl_keyfile=config.tls_keyfile,
     )
 
 
@@ -77,6 +89,7 @@ def users_create(
     role: Annotated[str, typer.Option(help="admin, reviewer or client.")],
     password_stdin: PasswordStdin = False,
     generate_password: GeneratePassword = False,
+    email: Annotated[str | None, typer.Option(help="Stored encrypted (AES-GCM).")] = None,
 ) -> None:
     """Create an account (the first admin included); the password never goes on the command
     line: pipe it in with --password-stdin, generate one, or type it at the prompt."""
@@ -85,7 +98,7 @@ def users_create(
 
     password = _password(password_stdin, generate_password)
     with user_errors(), session_scope(settings().db_url) as session:
-        user = create_user(session, username, password, role)
+        user = create_user(session, username, password, role, email)
     console.print(f"user {user.username} created with role {user.role}")
     if generate_password:
         typer.echo(f"password of {username}: {password}")
@@ -122,6 +135,18 @@ def users_list() -> None:
         for user in list_users(session):
             state = "active" if user.is_active else "disabled"
             typer.echo(f"{user.username}\t{user.role}\t{state}")
+
+
+@users_app.command("reencrypt")
+def users_reencrypt() -> None:
+    """After putting a new key first in PRODCLASS_ENCRYPTION_KEYS: re-encrypt every stored
+    email under it (then the old key can be removed)."""
+    from prodclass.db.session import session_scope
+    from prodclass.db.users import reencrypt_emails
+
+    with user_errors(), session_scope(settings().db_url) as session:
+        count = reencrypt_emails(session)
+    console.print(f"{count} stored value(s) re-encrypted under the current key")
 
 
 @feedback_app.command("export")

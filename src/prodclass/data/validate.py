@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -240,11 +241,12 @@ def _check_labels(
             + (" ..." if len(orphans) > 20 else "")
         )
     raw = labels[LABEL_COLUMN].reindex(features.index)
-    parsed = pd.to_numeric(raw, errors="coerce")
+    # as floats: "inf", "1e400" and integers beyond int64 parse too, and are refused below
+    parsed = pd.to_numeric(raw, errors="coerce").astype(float)
     for row_id, value, code in zip(features.index, raw, parsed):
         if pd.isna(value) or value == "":
             issues.append(RowIssue(row_id, "missing_label", "no prdtypecode for this row"))
-        elif pd.isna(code) or code != int(code):
+        elif pd.isna(code) or not math.isfinite(code) or code != int(code):
             issues.append(RowIssue(row_id, "bad_label", f"prdtypecode {value!r} is not an integer"))
         elif not taxonomy.is_known(int(code)):
             issues.append(
@@ -252,8 +254,8 @@ def _check_labels(
                     row_id, "unknown_label", f"prdtypecode {int(code)} is not one of the 27 codes"
                 )
             )
-    parsed[parsed.notna() & (parsed % 1 != 0)] = float("nan")
-    return parsed.astype("Int64")
+    # fractions, infinities and numbers beyond int64 (rejected rows above) carry no label
+    return parsed.where((parsed % 1 == 0) & (parsed.abs() < 2**63)).astype("Int64")
 
 
 def _check_images(

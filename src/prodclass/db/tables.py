@@ -27,6 +27,22 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    email_encrypted: Mapped[str | None] = mapped_column(Text)  # AES-GCM, see db/encryption.py
+
+
+class Revocation(Base):
+    """Tokens that no longer count: one token (``jti``), or every token of ``username`` issued
+    before ``not_before`` (password, role or status changed). Kept until ``expires_at``, when
+    the tokens concerned would have expired anyway. Times are Unix seconds, like JWT claims."""
+
+    __tablename__ = "revocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    jti: Mapped[str | None] = mapped_column(String(64), unique=True)
+    username: Mapped[str] = mapped_column(String(64))
+    not_before: Mapped[float | None] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class PredictionRecord(Base):

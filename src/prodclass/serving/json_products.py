@@ -41,8 +41,17 @@ class ReceivedProduct:
         return cls(inputs, imageid, product_identifier)
 
 
+TEXT_FIELDS = ("designation", "description", "product_id", "imageid", "product_identifier")
+
+
 def received(product: ProductIn, position: int, problems: list[str]) -> ReceivedProduct:
-    """Decode one JSON product; a photo that is not base64 is added to ``problems``."""
+    """Decode one JSON product; a photo that is not base64, or text that is not Unicode (JSON
+    may carry lone surrogates such as ``"\\ud800"``, which nothing can encode), is added to
+    ``problems``."""
+    for name in TEXT_FIELDS:
+        value = getattr(product, name)
+        if value is not None and not _encodable(value):
+            problems.append(f"product {position}: {name} is not valid Unicode (lone surrogate)")
     image = None
     if product.image_base64:
         try:
@@ -57,6 +66,14 @@ def received(product: ProductIn, position: int, problems: list[str]) -> Received
         product.imageid,
         product.product_identifier,
     )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_all(predictor: Predictor, products: list[ReceivedProduct], problems: list[str]) -> None:

@@ -44,6 +44,9 @@ OVERLOAD_REJECTIONS = Counter(
     "prodclass_overload_rejections_total", "Requests refused with 503 because the queue was full"
 )
 RATE_LIMITED = Counter("prodclass_rate_limited_total", "Requests refused with 429")
+LOGIN_LOCKED = Counter(
+    "prodclass_login_locked_total", "Sign-ins refused because of repeated failures"
+)
 LOG_BACKLOG = Gauge(
     "prodclass_prediction_log_backlog", "Prediction records not yet written to the database"
 )

@@ -4,6 +4,9 @@ A load happens in a background thread: the new version is loaded, given a smoke 
 (a text product and a photo product), and only then swapped in by one reference assignment.
 Requests keep using the predictor they started with, so no request fails or waits for a load;
 a version that fails to load or to answer is refused and the old one keeps serving.
+
+Each model served is also copied to the local ``ModelCache``; a load that may fall back
+(the one at start, the watcher's retries) serves that copy when the registry does not answer.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from prodclass.serving import metrics
+from prodclass.serving.model_cache import ModelCache, registry_problem
 from prodclass.serving.predictor import Predictor, ProductInput
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,7 @@ class LoadStatus:
     started: float
     finished: float | None = None
     error: str | None = None
+    source: str = "registry"  # or "cache": the local copy, the registry did not answer
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,9 +70,17 @@ def smoke_test(predictor: Predictor) -> None:
 class ModelSlot:
     """Holds the serving predictor; ``request_load`` swaps in another in the background."""
 
-    def __init__(self, torch_threads: int = 1, max_image_bytes: int = 10 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        torch_threads: int = 1,
+        max_image_bytes: int = 10 * 1024 * 1024,
+        cache: ModelCache | None = None,
+        tracking_uri: str = "",
+    ) -> None:
         self.torch_threads = torch_threads
         self.max_image_bytes = max_image_bytes
+        self.cache = cache
+        self.tracking_uri = tracking_uri
         self._current: Predictor | None = None
         self._lock = threading.Lock()
         self._loading: threading.Thread | None = None
@@ -81,8 +94,13 @@ class ModelSlot:
     def loading(self) -> bool:
         return self._loading is not None and self._loading.is_alive()
 
-    def request_load(self, uri: str, version: str | None = None) -> LoadStatus:
-        """Start loading ``uri`` in the background; LoadInProgressError if a load is running."""
+    def request_load(
+        self, uri: str, version: str | None = None, fallback: bool = False
+    ) -> LoadStatus:
+        """Start loading ``uri`` in the background; LoadInProgressError if a load is running.
+
+        ``fallback``: when the registry does not answer, serve the cached copy of the last
+        model served instead (at start); without a copy the load fails saying so."""
         with self._lock:
             if self.loading:
                 running = self.last_load.uri if self.last_load else "?"
@@ -90,7 +108,7 @@ class ModelSlot:
             status = LoadStatus(uri=uri, version=version, state="loading", started=time.time())
             self.last_load = status
             self._loading = threading.Thread(
-                target=self._load, args=(status,), name="model-load", daemon=True
+                target=self._load, args=(status, fallback), name="model-load", daemon=True
             )
             self._loading.start()
         return status
@@ -108,13 +126,41 @@ class ModelSlot:
             metrics.MODEL_INFO.remove(*_info_labels(self._current))
             self._current = None
 
-    def _load(self, status: LoadStatus) -> None:
+    def registry_problem(self) -> str | None:
+        """Why the model registry does not answer now, or None (see ``model_cache.py``)."""
+        return registry_problem(self.tracking_uri) if self.tracking_uri else None
+
+    def _fetch(self, status: LoadStatus, fallback: bool) -> Predictor:
+        """From the registry; from the cache when ``fallback`` and the registry is down."""
+        problem = self.registry_problem()
+        if problem is None:
+            return Predictor.load(status.uri, max_image_bytes=self.max_image_bytes)
+        if not fallback:
+            raise RuntimeError(f"model registry unreachable ({problem})")
+        cached = self.cache.last() if self.cache is not None else None
+        if cached is None:
+            raise RuntimeError(f"model registry unreachable ({problem}) and no cached model")
+        log.warning(
+            "model registry unreachable (%s): serving the cached copy of %s version %s (%s)",
+            problem,
+            cached.uri,
+            cached.version,
+            cached.folder,
+        )
+        status.source = "cache"
+        return Predictor.load_folder(
+            cached.folder, cached.uri, cached.version, "cache", max_image_bytes=self.max_image_bytes
+        )
+
+    def _load(self, status: LoadStatus, fallback: bool = False) -> None:
+        step = "cannot load it"  # the error says which step failed: a bare KeyError does not
         try:
-            predictor = Predictor.load(status.uri, max_image_bytes=self.max_image_bytes)
+            predictor = self._fetch(status, fallback)
             predictor.model.inference_threads = self.torch_threads
+            step = "smoke prediction failed"
             smoke_test(predictor)
         except Exception as exc:  # any failure: refuse the version, keep the old one
-            status.state, status.error = "failed", f"{type(exc).__name__}: {exc}"
+            status.state, status.error = "failed", f"{step}: {type(exc).__name__}: {exc}"
             status.finished = time.time()
             metrics.MODEL_LOAD_FAILURES.inc()
             log.error("model %s refused: %s", status.uri, status.error)
@@ -127,11 +173,22 @@ class ModelSlot:
             metrics.MODEL_INFO.remove(*_info_labels(previous))
         metrics.MODEL_INFO.labels(*_info_labels(predictor)).set(1)
         log.info(
-            "serving model %s (version %s) after %.1f s",
+            "serving model %s (version %s, from the %s) after %.1f s",
             status.uri,
             status.version,
+            status.source,
             status.finished - status.started,
         )
+        if predictor.source == "registry" and predictor.model_dir and self.cache is not None:
+            try:
+                self.cache.save(
+                    predictor.model_uri,
+                    predictor.model_version,
+                    predictor.family,
+                    predictor.model_dir,
+                )
+            except OSError as exc:  # serving goes on; only a restart in an outage would miss it
+                log.warning("could not keep a local copy of model %s: %s", status.uri, exc)
 
 
 def _info_labels(predictor: Predictor) -> tuple[str, str, str]:

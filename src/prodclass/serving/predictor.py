@@ -67,20 +67,36 @@ class Prediction:
 
 @dataclass
 class Predictor:
-    """A loaded model and where it came from (``model_uri``, ``model_version`` for logs)."""
+    """A loaded model and where it came from (``model_uri``, ``model_version`` for logs;
+    ``model_dir`` the local folder it was read from, ``source`` "registry" or "cache" when it
+    is the API's local copy, see ``model_cache.py``)."""
 
     model: ProductClassifier
     model_uri: str
     model_version: str | None = None
     max_image_bytes: int = 10 * 1024 * 1024
+    model_dir: Path | None = None
+    source: str = "registry"
 
     @classmethod
     def load(cls, model_uri: str, **options: int) -> Predictor:
         """Load ``model_uri`` (a folder, ``runs:/…``, ``models:/name@alias`` or ``/version``)."""
-        from prodclass.registry.model_registry import load_classifier, resolve_version
+        from prodclass.models.registry import load_model_dir
+        from prodclass.registry.model_registry import model_folder, resolve_version
 
-        model = load_classifier(model_uri)
-        return cls(model, model_uri, resolve_version(model_uri), **options)
+        folder = model_folder(model_uri)
+        model = load_model_dir(folder)
+        return cls(model, model_uri, resolve_version(model_uri), model_dir=folder, **options)
+
+    @classmethod
+    def load_folder(
+        cls, folder: Path, model_uri: str, version: str | None, source: str, **options: int
+    ) -> Predictor:
+        """A predictor of a local model folder standing for ``model_uri`` (the cached copy)."""
+        from prodclass.models.registry import load_model_dir
+
+        model = load_model_dir(folder)
+        return cls(model, model_uri, version, model_dir=folder, source=source, **options)
 
     @property
     def family(self) -> str:

@@ -1,6 +1,8 @@
 """Background duties of a running API: follow the champion alias (a new champion is loaded
-without a restart; a version loaded by hand stays until the alias moves) and publish the
-monitoring journal's latest numbers as Prometheus gauges."""
+without a restart; a version loaded by hand stays until the alias moves), load the configured
+model again while none serves or only the cached copy does (the registry was down at start:
+``model_cache.py``), and publish the monitoring journal's latest numbers as Prometheus
+gauges."""
 
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ class Watcher:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        if self.poll_seconds > 0:
+            self._spawn(self.recover, self.poll_seconds, "model-recovery")
         if self.poll_seconds > 0 and "@" in self.model_uri:
             self._spawn(self.follow_alias, self.poll_seconds, "alias-watch")
         if self.refresh_seconds > 0:
@@ -53,6 +57,20 @@ class Watcher:
         thread = threading.Thread(target=loop, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    def recover(self) -> None:
+        """Load the configured model while nothing serves (its load failed: registry down,
+        a broken version...) or only the cached copy does, once the registry answers."""
+        current = self.slot.current
+        if self.slot.loading or (current is not None and current.source != "cache"):
+            return
+        if self.slot.registry_problem():
+            return  # still down: the next poll looks again
+        try:
+            self.slot.request_load(self.model_uri, fallback=True)
+        except LoadInProgressError:
+            return
+        log.info("model registry answers: loading %s", self.model_uri)
 
     def follow_alias(self) -> None:
         from prodclass.registry.model_registry import resolve_version

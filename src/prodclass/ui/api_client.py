@@ -57,6 +57,10 @@ class ApiClient:
         return answer
 
     # ---- predictions ------------------------------------------------------------------------
+    def sign_out(self) -> None:
+        """Revoke this client's token on the API (it stops working everywhere)."""
+        self._request("POST", "/token/revoke")
+
     def predict(
         self,
         designation: str,

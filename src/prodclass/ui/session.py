@@ -3,6 +3,7 @@ way to call the API that turns its errors into messages (and an expired token in
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -86,6 +87,11 @@ def sign_in_automatically() -> None:
 
 
 def sign_out(notice: str | None = None, *, by_user: bool = False) -> None:
+    """Forget the session; a user signing out also revokes the token on the API."""
+    if by_user and signed_in():
+        # already expired, or the API is away: the token dies at its expiry anyway
+        with contextlib.suppress(ApiError):
+            client().sign_out()
     for key in ("token", "role", "username"):
         st.session_state.pop(key, None)
     if notice:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prodclass import __version__
+from prodclass.db.encryption import EncryptionError
 from prodclass.db.users import UserError
 from prodclass.models.base import NoEmbeddingError
 from prodclass.registry.model_registry import RegistryError
@@ -99,6 +100,7 @@ CLIENT_ERRORS: dict[type[Exception], tuple[int, str | None]] = {
     IndexMissingError: (status.HTTP_409_CONFLICT, None),
     NoEmbeddingError: (status.HTTP_409_CONFLICT, None),
     NoModelError: (status.HTTP_503_SERVICE_UNAVAILABLE, "5"),
+    EncryptionError: (status.HTTP_503_SERVICE_UNAVAILABLE, None),  # keys misconfigured
 }
 
 

@@ -6,6 +6,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from prodclass.db.tables import User
+from prodclass.db.users import email_of
+
 
 class CategoryOut(BaseModel):
     prdtypecode: int
@@ -71,6 +74,7 @@ class UserIn(BaseModel):
     username: str
     password: str
     role: str
+    email: str | None = None
 
 
 class UserPatch(BaseModel):
@@ -79,15 +83,25 @@ class UserPatch(BaseModel):
     password: str | None = None
     role: str | None = None
     is_active: bool | None = None
+    email: str | None = None
 
 
 class UserOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     username: str
     role: str
     is_active: bool
     created_at: datetime
+    email: str | None = None  # stored encrypted; shown to admins and to the user
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            username=user.username,
+            role=user.role,
+            is_active=user.is_active,
+            created_at=user.created_at,
+            email=email_of(user),
+        )
 
 
 class FeedbackIn(BaseModel):
@@ -127,6 +141,7 @@ class LoadStatusOut(BaseModel):
     started: float
     finished: float | None = None
     error: str | None = None
+    source: str = "registry"  # "cache": the local copy (the registry did not answer)
 
 
 class CurrentModelOut(BaseModel):

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import OperationalError
 
 from prodclass.db.session import check_schema
+from prodclass.serving.login_throttle import LoginThrottle
+from prodclass.serving.model_cache import ModelCache, registry_problem
 from prodclass.serving.model_slot import ModelSlot
 from prodclass.serving.prediction_log import PredictionLog
 from prodclass.serving.prediction_queue import PredictionQueue
 from prodclass.serving.rate_limit import RateLimiter
 from prodclass.serving.retraining import Retrainer
-from prodclass.serving.security import TokenIssuer
+from prodclass.serving.security import RevocationList, TokenIssuer, check_production_secrets
 from prodclass.serving.similarity import CatalogueIndex
 from prodclass.serving.watcher import Watcher
 from prodclass.settings import Settings
@@ -30,6 +32,8 @@ class Services:
     prediction_log: PredictionLog
     limiter: RateLimiter
     tokens: TokenIssuer
+    revocations: RevocationList
+    login_throttle: LoginThrottle
     retrainer: Retrainer
     watcher: Watcher
     # the catalogue index of the serving version, loaded on first use (routes/similarity.py)
@@ -43,18 +47,24 @@ class Services:
     @classmethod
     def start(cls, settings: Settings) -> Services:
         """Check the database schema, start the workers and the log writer, begin loading the
-        configured model (in the background: /health answers at once, /ready once loaded)."""
-        from prodclass.registry.tracking import configure_mlflow
-
+        configured model (in the background: /health answers at once, /ready once loaded;
+        the local copy of the last model served when the registry is down)."""
+        check_production_secrets(settings)  # before anything starts: refuse weak secrets
         try:
             check_schema(settings.db_url)
         except OperationalError as exc:  # down now: predictions still work, /ready says so
             log.warning("database unreachable at start: %s", exc.orig)
-        configure_mlflow(settings)
+        _connect_registry(settings)
         secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
         if secret is None:
             log.warning("PRODCLASS_JWT_SECRET is unset: tokens are signed by a per-process key")
-        slot = ModelSlot(settings.api_torch_threads, settings.api_max_upload_bytes)
+        slot = ModelSlot(
+            settings.api_torch_threads,
+            settings.api_max_upload_bytes,
+            cache=ModelCache(settings.state_dir / "model-cache"),
+            tracking_uri=settings.tracking_uri,
+        )
+        revocations = RevocationList(settings.db_url)
         services = cls(
             settings=settings,
             slot=slot,
@@ -73,7 +83,17 @@ class Services:
                 memory_limit=settings.prediction_log_memory_limit,
             ),
             limiter=RateLimiter(settings.api_rate_limit_per_minute, settings.api_rate_limit_burst),
-            tokens=TokenIssuer(secret, settings.jwt_expire_minutes),
+            tokens=TokenIssuer(
+                secret,
+                settings.jwt_expire_minutes,
+                settings.jwt_issuer,
+                settings.jwt_audience,
+                revocations,
+            ),
+            revocations=revocations,
+            login_throttle=LoginThrottle(
+                settings.login_max_failures, settings.login_lockout_seconds
+            ),
             retrainer=Retrainer(settings.retrain_command, settings.state_dir / "retraining"),
             watcher=Watcher(
                 slot,
@@ -84,12 +104,34 @@ class Services:
             ),
         )
         services.prediction_log.start()
-        slot.request_load(settings.model_uri)
+        revocations.start()
+        slot.request_load(settings.model_uri, fallback=True)
         services.watcher.start()
         return services
 
     def stop(self) -> None:
+        self.revocations.stop()
         self.watcher.stop()
         self.queue.stop()
         self.prediction_log.stop()
         self.slot.close()
+
+
+def _connect_registry(settings: Settings) -> None:
+    """Point MLflow at the registry. When it does not answer, only set its address (MLflow's
+    own retries would hold the start for minutes): the model comes from the local cache and
+    the watcher loads from the registry once it is back."""
+    import mlflow
+
+    from prodclass.registry.tracking import configure_mlflow
+
+    problem = registry_problem(settings.tracking_uri)
+    if problem is None:
+        try:
+            configure_mlflow(settings)
+            return
+        except Exception as exc:  # noqa: BLE001 (any MLflow failure: serve what we can)
+            problem = f"{type(exc).__name__}: {exc}"
+    log.warning("model registry unavailable at start: %s", problem)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)

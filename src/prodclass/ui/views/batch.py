@@ -10,6 +10,7 @@ from pathlib import PurePosixPath
 import pandas as pd
 import streamlit as st
 
+from prodclass.files import spreadsheet_safe_csv
 from prodclass.ui import session
 from prodclass.ui.views.common import label
 
@@ -97,5 +98,5 @@ def render() -> None:
     table = results_table(lines)
     st.dataframe(table, use_container_width=True)
     st.download_button(
-        "Download results (CSV)", table.to_csv().encode(), "predictions.csv", "text/csv"
+        "Download results (CSV)", spreadsheet_safe_csv(table), "predictions.csv", "text/csv"
     )

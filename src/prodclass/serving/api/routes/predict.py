@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 import zipfile
+import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -236,13 +237,18 @@ async def predict_zip(
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
+# what reading a damaged zip raises: bad CRC or header, corrupt deflate data, truncation, bad
+# offsets (ValueError); RuntimeError: an encrypted member, or an unknown compression method
+ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, ValueError)
+
+
 def _read_challenge_zip(data: bytes, max_photo_bytes: int) -> tuple[pd.DataFrame, dict[str, bytes]]:
     def refuse(reason: str) -> HTTPException:
         return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, reason)
 
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+    except ZIP_READ_ERRORS:
         raise refuse("the upload is not a zip file") from None
     entries = [e for e in archive.infolist() if not e.is_dir()]
     if len(entries) > 200_000:
@@ -255,8 +261,10 @@ def _read_challenge_zip(data: bytes, max_photo_bytes: int) -> tuple[pd.DataFrame
     csv = next((e for e in csvs if PurePosixPath(e.filename).name.startswith("X_")), csvs[0])
     try:
         rows = pd.read_csv(archive.open(csv), index_col=0, dtype=str, keep_default_na=False)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise refuse(f"{csv.filename} is not a readable CSV: {exc}") from None
+    except ZIP_READ_ERRORS as exc:  # the member itself is damaged (also ValueErrors)
+        raise refuse(f"{csv.filename} cannot be read from the zip: {exc}") from None
     missing = {"designation", "description", "productid", "imageid"} - set(rows.columns)
     if missing:
         raise refuse(f"{csv.filename} lacks the columns {sorted(missing)}")
@@ -268,7 +276,7 @@ def _read_challenge_zip(data: bytes, max_photo_bytes: int) -> tuple[pd.DataFrame
         try:  # read at most one byte over the limit: a zip bomb is never inflated
             with archive.open(entry) as stream:
                 content = stream.read(max_photo_bytes + 1)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except ZIP_READ_ERRORS as exc:
             raise refuse(f"{entry.filename} cannot be read from the zip: {exc}") from None
         if len(content) > max_photo_bytes:
             raise refuse(f"{entry.filename} is over the {max_photo_bytes}-byte photo limit")

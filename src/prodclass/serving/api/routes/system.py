@@ -45,6 +45,8 @@ def ready(services: ServicesDep) -> JSONResponse:
         "ready": not problems,
         "problems": problems,
         "model_version": predictor.model_version if predictor else None,
+        # "cache": the local copy of the last model served, the registry did not answer
+        "model_source": predictor.source if predictor else None,
         "prediction_log_backlog": services.prediction_log.backlog,
     }
     code = status.HTTP_200_OK if not problems else status.HTTP_503_SERVICE_UNAVAILABLE
