@@ -86,7 +86,8 @@ format: install ## Format the code
 .PHONY: audit
 audit: install ## Check requirements.lock against known vulnerabilities (pip-audit)
 	$(BIN)/pip-audit --requirement requirements.lock --no-deps --disable-pip \
-		--progress-spinner off
+		--progress-spinner off --format json --output $(VENV)/audit.json || true
+	$(BIN)/python .ci/audit_summary.py $(VENV)/audit.json
 
 .PHONY: soak
 soak: install ## Soak the API: 40 req/s for 4.5 min (10,800 predictions); latency, memory growth

@@ -113,13 +113,23 @@ def server_env(served: Served, **overrides: str) -> dict[str, str]:
     return env | overrides
 
 
-@contextmanager
-def server_launcher(served: Served, folder: Path) -> Iterator[Callable[..., str]]:
-    """Start `prodclass serve` processes with setting overrides (each call returns a base URL
-    once ready); all are stopped at the end of the block."""
-    processes: list[tuple[subprocess.Popen, Path]] = []
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    url: str
+    log: Path
 
-    def start(**overrides: str) -> str:
+
+@contextmanager
+def server_processes(
+    served: Served, folder: Path, until: str = "/ready"
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Start `prodclass serve` processes with setting overrides; each call returns once
+    ``until`` answers 200 (``/ready``: model loaded; ``/health``: up, ready or not). All are
+    stopped with SIGTERM (killed after 20 s) at the end of the block."""
+    started: list[ServerProcess] = []
+
+    def start(**overrides: str) -> ServerProcess:
         port = free_port()
         log = folder / f"serve-{port}.log"
         process = subprocess.Popen(
@@ -128,19 +138,27 @@ def server_launcher(served: Served, folder: Path) -> Iterator[Callable[..., str]
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        processes.append((process, log))
-        url = f"http://127.0.0.1:{port}"
-        ready = lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200  # noqa: E731
-        wait_until_up(process, log, ready, "prodclass serve")
-        return url
+        handle = ServerProcess(process, f"http://127.0.0.1:{port}", log)
+        started.append(handle)  # before waiting: a server that never comes up is stopped too
+        up = lambda: httpx.get(f"{handle.url}{until}", timeout=2).status_code == 200  # noqa: E731
+        wait_until_up(process, log, up, "prodclass serve")
+        return handle
 
     yield start
-    for process, _ in processes:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    for handle in started:
+        if handle.process.poll() is None:
+            handle.process.send_signal(signal.SIGTERM)
+            try:
+                handle.process.wait(20)
+            except subprocess.TimeoutExpired:
+                handle.process.kill()
+
+
+@contextmanager
+def server_launcher(served: Served, folder: Path) -> Iterator[Callable[..., str]]:
+    """Like ``server_processes``, each call giving the ready server's base URL."""
+    with server_processes(served, folder) as start:
+        yield lambda **overrides: start(**overrides).url
 
 
 @pytest.fixture

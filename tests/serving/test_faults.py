@@ -29,7 +29,14 @@ import httpx
 import pytest
 
 from tests.servers import REQUIRE_ENV, free_port, tail, wait_for, wait_until_up
-from tests.serving.conftest import PASSWORDS, PRODCLASS, server_env, server_launcher
+from tests.serving.conftest import (
+    PASSWORDS,
+    PRODCLASS,
+    ServerProcess,
+    server_env,
+    server_launcher,
+    server_processes,
+)
 
 # the newest PostgreSQL server binaries Debian installed (initdb, pg_ctl), for a private cluster
 PG_BIN = max(
@@ -134,42 +141,12 @@ def isolated(served, folder: Path, **overrides: str) -> dict[str, str]:
     }
 
 
-@dataclass
-class Process:
-    process: subprocess.Popen
-    url: str
-    log: Path
-
-
 @pytest.fixture
-def spawn(served, tmp_path: Path) -> Iterator[Callable[..., Process]]:
+def spawn(served, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start `prodclass serve` and return once /health answers (ready or not); all are
     stopped at the end of the test."""
-    started: list[Process] = []
-
-    def start(**overrides: str) -> Process:
-        port = free_port()
-        log = tmp_path / f"serve-{port}.log"
-        process = subprocess.Popen(
-            [*PRODCLASS, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=server_env(served, **overrides),
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        handle = Process(process, f"http://127.0.0.1:{port}", log)
-        started.append(handle)
-        health = lambda: httpx.get(f"{handle.url}/health", timeout=2).status_code == 200  # noqa: E731
-        wait_until_up(process, log, health, "prodclass serve")
-        return handle
-
-    yield start
-    for handle in started:
-        if handle.process.poll() is None:
-            handle.process.send_signal(signal.SIGTERM)
-            try:
-                handle.process.wait(20)
-            except subprocess.TimeoutExpired:
-                handle.process.kill()
+    with server_processes(served, tmp_path, until="/health") as start:
+        yield start
 
 
 # a drained `prodclass serve` exits 0 after SIGTERM (the CLI makes uvicorn's re-raise of the
