@@ -5,11 +5,15 @@ enumeration, and user emails encrypted at rest — against the real app and data
 from __future__ import annotations
 
 import base64
+import io
 import json
 import statistics
 import time
+import zipfile
+from pathlib import Path
 
 import jwt
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -280,3 +284,35 @@ def test_production_mode_refuses_a_weak_jwt_secret(served):
         TestClient(create_app(weak)),
     ):
         pass
+
+
+# ---- uploads ------------------------------------------------------------------------------
+
+
+def test_zip_entry_names_cannot_reach_outside(client, auth, served, sample_products, tmp_path):
+    """Names such as ``../../x`` or absolute paths are only ever used by their base name: the
+    photo is still matched to its row, and nothing is written anywhere."""
+    fields, photo = sample_products.both[0]
+    name = f"image_{fields['imageid']}_product_{fields['product_id']}.jpg"
+    row = {
+        "designation": fields["designation"],
+        "description": "",
+        "productid": fields["product_id"],
+        "imageid": fields["imageid"],
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"../../../{tmp_path.name}/{name}", photo)
+        archive.writestr("/etc/X_evil.csv", pd.DataFrame({"r1": row}).T.to_csv())
+    named = lambda: {p for p in tmp_path.parent.rglob("*") if p.name in (name, "X_evil.csv")}  # noqa: E731
+    before = named()  # the sample photo's own copies
+    answer = client.post(
+        "/predict/batch/zip",
+        files={"archive": ("evil.zip", buffer.getvalue(), "application/zip")},
+        headers=auth["client"],
+    )
+    assert answer.status_code == 200, answer.text
+    (line,) = [json.loads(text) for text in answer.text.splitlines()]
+    assert line["row"] == "r1" and line["inputs"] == "text+image"
+    assert named() == before  # (the prediction log keeps photos under their hash, not a name)
+    assert not Path("/etc/X_evil.csv").exists()
