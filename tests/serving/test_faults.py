@@ -182,6 +182,16 @@ def migrated_with_client(served, db_url: str) -> None:
         stdin=PASSWORDS["client"] + "\n")  # fmt: skip
 
 
+def own_database(
+    served, postgres, name: str, folder: Path, **overrides: str
+) -> tuple[str, dict[str, str]]:
+    """A fresh migrated database ``name`` on the private cluster, with a client account, and
+    the overrides of a server using it (its own state dir, see ``isolated``)."""
+    db_url = postgres.create_database(name)
+    migrated_with_client(served, db_url)
+    return db_url, isolated(served, folder, PRODCLASS_DATABASE_URL=db_url, **overrides)
+
+
 def wait_log_written(url: str, timeout: float = 60.0) -> dict:
     """Wait until the API is ready and its prediction log has nothing pending."""
 
@@ -201,12 +211,11 @@ def test_database_restart_under_load_loses_no_prediction(
     verifies the token's signature and reads no database; the log is written off the response
     path), /ready answers 503 naming the database while it is down, and once it is back the
     prediction log writes everything it buffered: one row per answered prediction."""
-    db_url = postgres.create_database("faults_restart")
-    migrated_with_client(served, db_url)
-    overrides = isolated(
+    db_url, overrides = own_database(
         served,
+        postgres,
+        "faults_restart",
         tmp_path / "state",
-        PRODCLASS_DATABASE_URL=db_url,
         PRODCLASS_MODEL_URI=f"models:/{served.settings.registered_model_name}/{served.text_version}",
         PRODCLASS_PREDICTION_LOG_FLUSH_SECONDS="0.2",
     )
@@ -424,16 +433,14 @@ def test_sigterm_during_traffic_answers_every_accepted_request_and_flushes_the_l
     SIGTERM: each gets a complete 200 answer, the process exits 0 within uvicorn's graceful
     timeout (10 s), and the prediction log (flushed every 30 s here, so only the shutdown
     flush can write it) holds one row per answer in PostgreSQL."""
-    db_url = postgres.create_database("faults_sigterm")
-    migrated_with_client(served, db_url)
-    api = spawn(
-        **isolated(
-            served,
-            tmp_path / "state",
-            PRODCLASS_DATABASE_URL=db_url,
-            PRODCLASS_PREDICTION_LOG_FLUSH_SECONDS="30",
-        )
+    db_url, overrides = own_database(
+        served,
+        postgres,
+        "faults_sigterm",
+        tmp_path / "state",
+        PRODCLASS_PREDICTION_LOG_FLUSH_SECONDS="30",
     )
+    api = spawn(**overrides)
     wait_for(lambda: ready(api.url)[0] == 200, "the API to be ready", 120)
     headers = token(api.url)
     count = 16

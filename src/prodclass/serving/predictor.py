@@ -81,12 +81,10 @@ class Predictor:
     @classmethod
     def load(cls, model_uri: str, **options: int) -> Predictor:
         """Load ``model_uri`` (a folder, ``runs:/…``, ``models:/name@alias`` or ``/version``)."""
-        from prodclass.models.registry import load_model_dir
         from prodclass.registry.model_registry import model_folder, resolve_version
 
         folder = model_folder(model_uri)
-        model = load_model_dir(folder)
-        return cls(model, model_uri, resolve_version(model_uri), model_dir=folder, **options)
+        return cls.load_folder(folder, model_uri, resolve_version(model_uri), "registry", **options)
 
     @classmethod
     def load_folder(
