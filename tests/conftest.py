@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import time
+import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +28,48 @@ from prodclass.settings import get_settings
 
 # real-server fixtures (PostgreSQL database per module, free ports) for every test folder
 pytest_plugins = ["tests.servers"]
+
+# Every process the tests start inherits this mark; at the end of the session any process
+# still carrying it was left running by a test (see pytest_sessionfinish).
+SESSION_MARK = "TEST_SESSION_MARK"
+os.environ[SESSION_MARK] = f"prodclass-tests-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _processes_left_running() -> dict[int, str]:
+    """Processes other than this one whose environment carries this session's mark."""
+    mark = f"{SESSION_MARK}={os.environ[SESSION_MARK]}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found[int(entry.name)] = command.strip() or "(no command line)"
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a process a test started is still alive (then stop it)."""
+    if not Path("/proc").is_dir() or hasattr(session.config, "workerinput"):
+        return
+    deadline = time.monotonic() + 10  # grace for processes stopping right now
+    while (left := _processes_left_running()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not left:
+        return
+    for pid in left:
+        with suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    lines = "\n".join(f"  pid {pid}: {command[:200]}" for pid, command in left.items())
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = f"processes started by the tests were still running at the end (now killed):\n{lines}"
+    if reporter is not None:
+        reporter.write_line(message, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # six product types that look and read differently, PER_CODE real rows each (model tests)

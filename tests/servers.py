@@ -1,19 +1,119 @@
-"""Real servers for tests: the machine's PostgreSQL (a fresh database per module), free
-loopback ports, log tails. PostgreSQL tests skip with the reason when no server answers, and
-fail instead when ``PRODCLASS_REQUIRE_POSTGRES=1`` (CI)."""
+"""Real servers for tests: PostgreSQL (a fresh database per module), free loopback ports,
+processes started in their own group, log tails.
+
+PostgreSQL is the server named by ``PRODCLASS_TEST_POSTGRES_URL`` when it answers; otherwise a
+private cluster of our own (initdb in a temporary folder, a free loopback port) started from
+Debian's server binaries, so the PostgreSQL tests run on a real server on any machine that has
+the ``postgresql`` package. Without either they skip with the reason, and fail instead when
+``PRODCLASS_REQUIRE_POSTGRES=1`` (CI)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 POSTGRES_ENV = "PRODCLASS_TEST_POSTGRES_URL"
 REQUIRE_ENV = "PRODCLASS_REQUIRE_POSTGRES"
+
+
+# the newest PostgreSQL server binaries Debian installed (initdb, pg_ctl), for a private cluster
+PG_BIN = max(
+    Path("/usr/lib/postgresql").glob("*/bin"),
+    key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
+    default=Path("/usr/lib/postgresql/bin"),
+)
+
+
+# ---- a private PostgreSQL cluster ---------------------------------------------------------
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL 15 cluster of our own (trust auth, loopback, a free port): the test may
+    stop and start it; the machine's shared server is never touched."""
+
+    root: Path
+    port: int
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "postgres.log"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str) -> None:
+        # PostgreSQL refuses to run as root: run its tools as the postgres account then
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        done = subprocess.run(
+            [*prefix, *args], capture_output=True, text=True, timeout=60, cwd=self.root
+        )
+        assert done.returncode == 0, f"{args[0]} failed:\n{done.stdout}\n{done.stderr}"
+
+    def init(self) -> None:
+        self._run(
+            str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+            "--auth=trust", "-E", "UTF8", "--no-sync",
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+            "-o", options, "-w", "-t", "60", "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def count_predictions(self, url: str) -> tuple[int, set[str]]:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            ids = {str(row[0]) for row in conn.execute("SELECT id FROM predictions")}
+            (count,) = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()
+        return count, ids
+
+
+@contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """Start a private cluster (stopped and deleted at the end of the block)."""
+    if not (PG_BIN / "initdb").is_file():
+        unavailable(f"no PostgreSQL server binaries (initdb) in {PG_BIN}: make test-deps")
+    # not under pytest's tmp_path: its parents are private to root, the postgres account
+    # must reach the cluster's folder
+    root = Path(tempfile.mkdtemp(prefix="prodclass-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    cluster = PrivatePostgres(root, free_port())
+    cluster.init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        with suppress(AssertionError):  # already stopped by a failed test
+            cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def unavailable(reason: str) -> None:
@@ -49,20 +149,37 @@ def tail(path: Path, lines: int = 60) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> str:
-    """The admin URL of the PostgreSQL server, checked to answer."""
-    url = os.environ.get(POSTGRES_ENV, "").strip()
-    if not url:
-        unavailable(f"{POSTGRES_ENV} is unset")
+def _answers(url: str) -> str | None:
+    """None when the server at ``url`` answers a query, else why not."""
     import psycopg
 
     try:
         with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
-        unavailable(f"cannot connect to {url}: {exc}".strip())
-    return url
+        return f"cannot connect to {url}: {exc}".strip()
+    return None
+
+
+@pytest.fixture(scope="session")
+def fallback_postgres() -> Iterator[PrivatePostgres]:
+    """A private cluster for the whole session, used when no configured server answers."""
+    with private_postgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """The admin URL of a PostgreSQL server that answers: the configured one, else a private
+    cluster started for the session."""
+    url = os.environ.get(POSTGRES_ENV, "").strip()
+    why = _answers(url) if url else f"{POSTGRES_ENV} is unset"
+    if why is None:
+        return url
+    if not (PG_BIN / "initdb").is_file():
+        unavailable(f"{why}; and no server binaries (initdb) in {PG_BIN}: make test-deps")
+    cluster: PrivatePostgres = request.getfixturevalue("fallback_postgres")
+    return cluster.url()
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +234,40 @@ def wait_until_up(process, log: Path, probe, what: str, timeout: float = 120.0) 
             return False
 
     wait_for(up, f"{what} to answer", timeout, every=0.3, detail=lambda: tail(log))
+
+
+def start_process(
+    command: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen:
+    """Start a server in a process group of its own, output to ``log``; ``stop_process`` ends
+    the whole group, so workers and children it spawns go with it."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> int | None:
+    """SIGTERM to the process's group, SIGKILL after ``timeout`` s; returns the exit code."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # the leader may be gone while its children linger: make sure the group is empty
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    return process.returncode

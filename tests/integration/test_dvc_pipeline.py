@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import sqlite3
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +25,7 @@ import yaml
 from tests.integration.projects import VENV_BIN, make_project
 from tests.integration.projects import dvc as _dvc
 from tests.integration.projects import pipeline_run as _pipeline_run
+from tests.servers import start_process, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -140,13 +140,11 @@ def s3_endpoint(project: Project):
     """A real moto S3 server on loopback; yields its endpoint URL."""
     port = _free_port()
     log_path = project.root.parent / "moto.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=project.env,
-        )
+    server = start_process(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        log_path,
+        env=project.env,
+    )
     url = f"http://127.0.0.1:{port}"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
@@ -165,12 +163,7 @@ def s3_endpoint(project: Project):
                 time.sleep(0.2)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, timeout=10)
 
 
 def test_s3_remote_push_then_pull_restores_outputs(project: Project, s3_endpoint: str):

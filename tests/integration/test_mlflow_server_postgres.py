@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -27,6 +25,7 @@ import pandas as pd
 import pytest
 from tests.conftest import PROJECT_ROOT, copy_subset
 from tests.servers import free_port as _free_port
+from tests.servers import start_process, stop_process
 from tests.servers import tail as _tail
 from tests.servers import with_database as _with_database
 from typer.testing import CliRunner
@@ -98,16 +97,8 @@ def mlflow_server(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PRODCLASS_"))}
     # No huey job runner: nothing here needs it and it would leave state in /dev/shm.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    with log.open("wb") as log_file:
-        # Own session, so teardown can stop the server and the uvicorn worker it spawns.
-        proc = subprocess.Popen(
-            command,
-            cwd=root,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # its own process group, so teardown stops the server and the uvicorn worker it spawns
+    proc = start_process(command, log, env=env, cwd=root)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
@@ -130,13 +121,7 @@ def mlflow_server(
             time.sleep(0.5)
         yield Server(url, _with_database(postgres_url, database), artifacts, log)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        stop_process(proc, timeout=15)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Real EfficientNet-Lite0 weights (pip package), real Tesseract OCR, real photos and titles of
 six product types. The tests assert behaviour: every modality predicts on its own, hiding an
 input changes the answer, the folder is self-contained, the photo branch alone classifies
-photos, the run lands in MLflow. Accuracy on the whole sample is the benchmark's and the
-issue note's job.
+photos, the run lands in MLflow. Accuracy on the whole sample is measured by the benchmarks
+and the cross-validation, not here.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -32,7 +31,7 @@ from prodclass.serving.api.app import create_app
 from prodclass.settings import Settings, get_settings
 from prodclass.training.evaluate import evaluate_prepared
 from prodclass.training.train import input_example, train_model
-from tests.servers import free_port, wait_for, wait_until_up
+from tests.servers import free_port, start_process, stop_process, wait_for, wait_until_up
 
 SERVER_JWT_SECRET = "server-test-key-" + "y" * 32  # what `prodclass serve` signs tokens with
 PASSWORDS = {
@@ -132,11 +131,10 @@ def server_processes(
     def start(**overrides: str) -> ServerProcess:
         port = free_port()
         log = folder / f"serve-{port}.log"
-        process = subprocess.Popen(
+        process = start_process(
             [*PRODCLASS, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            log,
             env=server_env(served, **overrides),
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
         )
         handle = ServerProcess(process, f"http://127.0.0.1:{port}", log)
         started.append(handle)  # before waiting: a server that never comes up is stopped too
@@ -146,12 +144,7 @@ def server_processes(
 
     yield start
     for handle in started:
-        if handle.process.poll() is None:
-            handle.process.send_signal(signal.SIGTERM)
-            try:
-                handle.process.wait(20)
-            except subprocess.TimeoutExpired:
-                handle.process.kill()
+        stop_process(handle.process)
 
 
 @contextmanager

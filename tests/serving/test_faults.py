@@ -1,4 +1,4 @@
-"""Faults around a real `prodclass serve` process (issue 8): the database restarted under
+"""Faults around a real `prodclass serve` process: the database restarted under
 load, the model registry down at start (with and without the local copy of the last model
 served), a corrupt model at start, and SIGTERM while requests are in flight.
 
@@ -12,23 +12,29 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.servers import REQUIRE_ENV, free_port, tail, wait_for, wait_until_up
+from tests.servers import (
+    PrivatePostgres,
+    free_port,
+    private_postgres,
+    start_process,
+    stop_process,
+    tail,
+    wait_for,
+    wait_until_up,
+)
 from tests.serving.conftest import (
     PASSWORDS,
     PRODCLASS,
@@ -38,95 +44,12 @@ from tests.serving.conftest import (
     server_processes,
 )
 
-# the newest PostgreSQL server binaries Debian installed (initdb, pg_ctl), for a private cluster
-PG_BIN = max(
-    Path("/usr/lib/postgresql").glob("*/bin"),
-    key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
-    default=Path("/usr/lib/postgresql/bin"),
-)
 
-
-# ---- a private PostgreSQL cluster ---------------------------------------------------------
-@dataclass
-class PrivatePostgres:
-    """A PostgreSQL 15 cluster of our own (trust auth, loopback, a free port): the test may
-    stop and start it; the machine's shared server is never touched."""
-
-    root: Path
-    port: int
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "postgres.log"
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-    def _run(self, *args: str) -> None:
-        # PostgreSQL refuses to run as root: run its tools as the postgres account then
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        done = subprocess.run(
-            [*prefix, *args], capture_output=True, text=True, timeout=60, cwd=self.root
-        )
-        assert done.returncode == 0, f"{args[0]} failed:\n{done.stdout}\n{done.stderr}"
-
-    def init(self) -> None:
-        self._run(
-            str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
-            "--auth=trust", "-E", "UTF8", "--no-sync",
-        )  # fmt: skip
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
-            "-o", options, "-w", "-t", "60", "start",
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def create_database(self, name: str) -> str:
-        import psycopg
-
-        with psycopg.connect(self.url(), autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-    def count_predictions(self, url: str) -> tuple[int, set[str]]:
-        import psycopg
-
-        with psycopg.connect(url, connect_timeout=5) as conn:
-            ids = {str(row[0]) for row in conn.execute("SELECT id FROM predictions")}
-            (count,) = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()
-        return count, ids
-
-
+# ---- a private PostgreSQL cluster this module may stop and start -------------------------
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PrivatePostgres]:
-    if not (PG_BIN / "initdb").is_file():
-        message = f"no PostgreSQL server binaries (initdb) in {PG_BIN}: make system-deps"
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{REQUIRE_ENV}=1 but {message}", pytrace=False)
-        pytest.skip(message)
-    # not under pytest's tmp_path: its parents are private to root, the postgres account
-    # must reach the cluster's folder
-    root = Path(tempfile.mkdtemp(prefix="prodclass-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    cluster = PrivatePostgres(root, free_port())
-    cluster.init()
-    cluster.start()
-    try:
+    with private_postgres() as cluster:
         yield cluster
-    finally:
-        with suppress(AssertionError):  # already stopped by a failed test
-            cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # ---- servers ------------------------------------------------------------------------------
@@ -277,7 +200,7 @@ def mlflow_server(served, port: int, folder: Path) -> Iterator[str]:
     log = folder / "mlflow-server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PRODCLASS_"))}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job runner: nothing needs it
-    process = subprocess.Popen(
+    process = start_process(  # its own group: teardown stops the server and its worker
         [
             str(Path(sys.executable).with_name("mlflow")),
             "server",
@@ -290,22 +213,16 @@ def mlflow_server(served, port: int, folder: Path) -> Iterator[str]:
             "--workers",
             "1",
         ],  # fmt: skip
-        cwd=folder,
+        log,
         env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # teardown stops the server and its worker together
+        cwd=folder,
     )
     try:
         health = lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200  # noqa: E731
         wait_until_up(process, log, health, "mlflow server")
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process(process)
 
 
 def test_registry_down_at_start_without_a_copy_is_not_ready_until_it_answers(

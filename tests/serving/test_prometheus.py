@@ -4,14 +4,13 @@ alert configuration: the API is up, its metrics are queryable, the rules load.""
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import httpx
 import pytest
 import yaml
 
 from tests.conftest import PROJECT_ROOT
-from tests.servers import free_port, wait_for, wait_until_up
+from tests.servers import free_port, start_process, stop_process, wait_for, wait_until_up
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
@@ -34,15 +33,14 @@ def prometheus(api_url, tmp_path):
     config.write_text(yaml.safe_dump(shipped))
     port = free_port()
     log = tmp_path / "prometheus.log"
-    process = subprocess.Popen(
+    process = start_process(
         [
             PROMETHEUS,
             f"--config.file={config}",
             f"--storage.tsdb.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
         ],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
+        log,
     )
     url = f"http://127.0.0.1:{port}"
     wait_until_up(
@@ -53,8 +51,7 @@ def prometheus(api_url, tmp_path):
         timeout=60,
     )
     yield url
-    process.terminate()
-    process.wait(20)
+    stop_process(process)
 
 
 def _query(url: str, expr: str) -> list:

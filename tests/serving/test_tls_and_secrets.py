@@ -7,7 +7,6 @@ import base64
 import datetime as dt
 import ipaddress
 import os
-import signal
 import subprocess
 
 import httpx
@@ -17,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.servers import free_port, tail, wait_until_up
+from tests.servers import free_port, start_process, stop_process, tail, wait_until_up
 from tests.serving.conftest import PASSWORDS, PRODCLASS, SERVER_JWT_SECRET, server_env
 
 
@@ -64,11 +63,8 @@ def test_https_serving_and_no_secret_in_the_debug_log(served, tmp_path):
         PRODCLASS_ENCRYPTION_KEYS=encryption_key,
         PRODCLASS_MODEL_URI=f"models:/{served.settings.registered_model_name}/{served.text_version}",
     )
-    process = subprocess.Popen(
-        [*PRODCLASS, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
+    process = start_process(
+        [*PRODCLASS, "serve", "--host", "127.0.0.1", "--port", str(port)], log, env=env
     )
     url = f"https://127.0.0.1:{port}"
     try:
@@ -97,8 +93,7 @@ def test_https_serving_and_no_secret_in_the_debug_log(served, tmp_path):
         with pytest.raises(httpx.ConnectError):  # nor does a client that does not trust it
             httpx.get(f"{url}/health", timeout=5)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
+        stop_process(process, timeout=30)
     text = log.read_text()
     assert "DEBUG" in text or "INFO" in text, tail(log)  # the log did record things
     for secret in (SERVER_JWT_SECRET, encryption_key.split(":")[1], PASSWORDS["client"], token):

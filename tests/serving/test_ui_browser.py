@@ -6,7 +6,6 @@ kept in test-artifacts/ (and is the README's picture)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 
 import httpx
@@ -19,7 +18,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from prodclass.data.layout import ChallengeLayout, read_labels
 from tests.conftest import PROJECT_ROOT
-from tests.servers import free_port, wait_until_up
+from tests.servers import free_port, start_process, stop_process, wait_until_up
 from tests.serving.conftest import PASSWORDS, PRODCLASS, server_env
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -36,18 +35,16 @@ pytestmark = pytest.mark.skipif(
 def ui_url(served, api_url, tmp_path_factory) -> str:
     port = free_port()
     log = tmp_path_factory.mktemp("ui") / "ui.log"
-    process = subprocess.Popen(
+    process = start_process(
         [*PRODCLASS, "ui", "--host", "127.0.0.1", "--port", str(port)],
+        log,
         env=server_env(served, PRODCLASS_API_URL=api_url),
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     healthy = lambda: httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok"  # noqa: E731
     wait_until_up(process, log, healthy, "prodclass ui", timeout=90)
     yield url
-    process.terminate()
-    process.wait(20)
+    stop_process(process)
 
 
 @pytest.fixture

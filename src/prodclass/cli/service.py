@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -207,9 +208,11 @@ def ui(
     host: Annotated[str | None, typer.Option(help="Default: PRODCLASS_UI_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Default: PRODCLASS_UI_PORT.")] = None,
 ) -> None:
-    """Run the web app (Streamlit); it talks to the API at PRODCLASS_API_URL."""
-    import subprocess
+    """Run the web app (Streamlit); it talks to the API at PRODCLASS_API_URL.
 
+    The process becomes Streamlit (exec), so signals sent to it (Ctrl-C, SIGTERM from a
+    supervisor) reach the server itself and no child is left behind.
+    """
     import prodclass.ui
 
     config = settings()
@@ -226,4 +229,6 @@ def ui(
         f"web app on http://{host or config.ui_host}:{port or config.ui_port} "
         f"(API: {config.api_base_url})"
     )
-    raise typer.Exit(subprocess.call(command))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)

@@ -1,4 +1,4 @@
-"""The monitoring journal (seed 001): one row per drift check, quality measurement and
+"""The monitoring journal: one row per drift check, quality measurement and
 retraining decision, with a sentence for people and the numbers for machines."""
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Loading is asynchronous: ``POST /models/{version}/load`` answers 202 at once and the version
 serves when it has loaded and passed a smoke prediction (``GET /models/current`` shows where
-it is). Seed 004's paths ``/models/info`` and ``/models/load/{version}`` are kept as aliases.
+it is). ``/models/info`` and ``/models/load/{version}`` are aliases kept for clients of the
+older API.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def list_models(services: ServicesDep, _: AnyUser) -> list[ModelVersionOut]:
 
 
 @router.get(
-    "/info", response_model=list[ModelVersionOut], summary="Seed 004's alias of GET /models"
+    "/info",
+    response_model=list[ModelVersionOut],
+    summary="Alias of GET /models, kept for clients of the older API",
 )
 def models_info(services: ServicesDep, user: AnyUser) -> list[ModelVersionOut]:
     return list_models(services, user)
@@ -64,7 +67,7 @@ def load(version: str, services: ServicesDep, _: Admin) -> LoadStatusOut:
     "/load/{version}",
     response_model=LoadStatusOut,
     status_code=status.HTTP_202_ACCEPTED,
-    summary="Seed 004's alias of POST /models/{version}/load",
+    summary="Alias of POST /models/{version}/load, kept for clients of the older API",
 )
 def load_alias(version: str, services: ServicesDep, _: Admin) -> LoadStatusOut:
     return _start_load(services, version)

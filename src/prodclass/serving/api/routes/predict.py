@@ -1,4 +1,4 @@
-"""``/predict``: one product (multipart, as seed 002's clients send it) or many (JSON, or a zip
+"""``/predict``: one product (multipart, as form-posting clients send it) or many (JSON, or a zip
 in the challenge layout streamed back as NDJSON). Every answered product is logged."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ def health() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/status", summary="Seed 002's liveness path (same as /health)")
+@router.get("/status", summary="Liveness path kept for older clients (same as /health)")
 def status_alias() -> dict[str, str]:
     return health()
 
