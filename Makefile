@@ -65,7 +65,7 @@ serve: install ## Run the prediction API on PRODCLASS_API_HOST:PORT (migrates it
 
 test: install test-deps $(BIN)/helm ## Lint and run the test suite
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25
 
 lint: install ## Lint only
 	$(BIN)/ruff check src tests bench

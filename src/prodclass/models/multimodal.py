@@ -151,7 +151,10 @@ def fit_stack_gains(
     """
     per_member = stacked.view(len(stacked), gain.out_features, -1)  # (N, M, C)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
-    optimizer = torch.optim.LBFGS(gain.parameters(), lr=0.5, max_iter=max_iter)
+    # with a line search: plain L-BFGS steps can overshoot and send the gains to thousands
+    optimizer = torch.optim.LBFGS(
+        gain.parameters(), lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
