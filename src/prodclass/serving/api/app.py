@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +34,7 @@ from prodclass.serving.api.routes import (
     training,
     users,
 )
+from prodclass.serving.api.schemas import validation_reason
 from prodclass.serving.api.services import Services
 from prodclass.serving.model_slot import LoadInProgressError
 from prodclass.serving.prediction_queue import NoModelError, OverloadedError
@@ -113,6 +115,11 @@ def _add_error_answers(app: FastAPI) -> None:
 
     for exc_type in CLIENT_ERRORS:
         app.add_exception_handler(exc_type, client_error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the input, which may not render (NaN: a 500)
+        return _json(status.HTTP_422_UNPROCESSABLE_CONTENT, validation_reason(exc.errors()))
 
     @app.exception_handler(OverloadedError)
     async def overloaded(_: Request, exc: OverloadedError) -> JSONResponse:
