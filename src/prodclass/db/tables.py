@@ -109,7 +109,7 @@ class JournalEntry(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    kind: Mapped[str] = mapped_column(String(32))  # drift | performance | retraining
+    kind: Mapped[str] = mapped_column(String(32))  # drift | performance | retraining | model
     model_version: Mapped[str | None] = mapped_column(String(32))
     summary: Mapped[str] = mapped_column(Text)  # one sentence for people
     details: Mapped[dict] = mapped_column(JSON)  # the numbers

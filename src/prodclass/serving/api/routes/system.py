@@ -35,6 +35,8 @@ def ready(services: ServicesDep) -> JSONResponse:
         last = services.slot.last_load
         why = f"{last.state}: {last.error}" if last and last.error else "loading"
         problems.append(f"no model loaded ({why})")
+    if recovery := services.watcher.recovery_problem():
+        problems.append(recovery)
     try:
         check_schema(services.db_url)  # connects: a database that does not answer raises
     except DatabaseNotReadyError as exc:
