@@ -3,7 +3,9 @@ a healthcheck on each long-running one, settings from .env, and no start without
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -72,3 +74,68 @@ def test_the_dockerfile_has_the_targets_compose_builds_and_runs_as_non_root():
     assert {"build", "runtime", "api", "ui", "pipeline", "azureml"} <= stages
     assert "USER prodclass" in dockerfile and "torch==2.13.0" in dockerfile
     assert dockerfile.count("HEALTHCHECK --") >= 2
+
+
+# How each service's listening address shows in the rendered config: the bind-host setting
+# of our own images, the command line of MLflow; the other images listen on every interface
+# (their documented default), on these ports.
+LISTEN = {
+    "api": ("env", "PRODCLASS_API_HOST", "PRODCLASS_API_PORT"),
+    "ui": ("env", "PRODCLASS_UI_HOST", "PRODCLASS_UI_PORT"),
+    "mlflow": ("command", "--host", "--port"),
+}
+IMAGE_PORTS = {"postgres": {5432}, "minio": {9000, 9001}, "prometheus": {9090}, "grafana": {3000}}
+LOOPBACK = re.compile(r"^(127\.|localhost$|::1$|\[::1\]$)")
+
+
+def listening(name: str, service: dict) -> tuple[str, set[int]]:
+    """(bind host, ports) a service listens on inside its container."""
+    if name in IMAGE_PORTS:
+        return "0.0.0.0", IMAGE_PORTS[name]
+    kind, host_key, port_key = LISTEN[name]
+    if kind == "env":
+        env = service.get("environment", {})
+        return env.get(host_key, "127.0.0.1"), {int(env.get(port_key, 0))}  # the settings' default
+    words = " ".join(service["command"]).split() if isinstance(service["command"], list) else (
+        service["command"].split()
+    )  # fmt: skip
+    return words[words.index(host_key) + 1], {int(words[words.index(port_key) + 1])}
+
+
+def test_every_service_others_call_listens_where_they_call_it(tmp_path):
+    """Rendered from the .env users start from: each host:port a service names for another
+    (URLs, database addresses, the web app's API URL, healthchecks) is a port that service
+    listens on beyond loopback, and each published port is one its service listens on."""
+    done = _config(tmp_path, SECRETS)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    called: set[tuple[str, int]] = set()
+    for service in services.values():
+        text = json.dumps({k: service.get(k) for k in ("environment", "command", "entrypoint")})
+        called |= {(host, int(port)) for host, port in CALL.findall(text) if host in services}
+    assert {("api", 8000), ("mlflow", 5000), ("postgres", 5432), ("minio", 9000)} <= called
+    for name, port in sorted(called):
+        host, ports = listening(name, services[name])
+        assert not LOOPBACK.match(host), f"{name} listens on {host}: {port} unreachable"
+        assert port in ports, f"{name} is called on {port} but listens on {ports}"
+    for name, service in services.items():
+        for published in service.get("ports", []):
+            host, ports = listening(name, service)
+            assert not LOOPBACK.match(host), f"{name}: published {published} reaches nothing"
+            assert published["target"] in ports, (name, published, ports)
+
+
+CALL = re.compile(r"(?:://|@)([a-z][a-z0-9-]*):(\d+)")
+
+
+def test_healthchecks_call_the_address_other_services_use(tmp_path):
+    """A healthcheck on 127.0.0.1 passes while a service listens only inside its container;
+    each one calls the service by its name, as the others do."""
+    done = _config(tmp_path, SECRETS)
+    services = yaml.safe_load(done.stdout)["services"]
+    for name, service in services.items():
+        if name in ("minio-buckets", "dagster"):  # a one-shot job; a daemon nobody calls
+            continue
+        test = " ".join(service["healthcheck"]["test"])
+        assert not re.search(r"127\.0\.0\.1|localhost", test), (name, test)
+        assert re.search(rf"(://|-h ){name}\b", test), (name, test)

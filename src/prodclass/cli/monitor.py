@@ -64,7 +64,9 @@ def quality(
 @app.command("journal")
 def show_journal(
     limit: Annotated[int, typer.Option(help="Entries, newest first.")] = 20,
-    kind: Annotated[str | None, typer.Option(help="drift, performance or retraining.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="drift, performance, retraining or model.")
+    ] = None,
 ) -> None:
     """The monitoring journal: drift checks, quality, retraining decisions."""
     from prodclass.monitoring import journal

@@ -63,13 +63,20 @@ def tesseract_version() -> str:
     return (out.stdout or out.stderr).splitlines()[0].strip()
 
 
-def check_languages(languages: str) -> None:
-    """Refuse to run when a language's data is missing (Tesseract would only warn)."""
+@functools.lru_cache(maxsize=1)
+def installed_languages() -> frozenset[str]:
+    """The languages Tesseract has data for, asked once per process (every photo prediction
+    checks them: a process per call would cost more than the cached OCR)."""
     tesseract_version()
     listed = subprocess.run(
         ["tesseract", "--list-langs"], capture_output=True, text=True, check=False
     )
-    have = set(listed.stdout.split())
+    return frozenset(listed.stdout.split())
+
+
+def check_languages(languages: str) -> None:
+    """Refuse to run when a language's data is missing (Tesseract would only warn)."""
+    have = installed_languages()
     missing = [lang for lang in languages.split("+") if lang not in have]
     if missing:
         raise OcrUnavailableError(

@@ -6,12 +6,31 @@ from datetime import UTC, datetime
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 ROLES = ("admin", "reviewer", "client")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator):
+    """A moment in UTC, read back with its offset on every database: SQLite has no time zone
+    type and returns ``DateTime(timezone=True)`` values naive (stored in UTC, as written)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -26,7 +45,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     email_encrypted: Mapped[str | None] = mapped_column(Text)  # AES-GCM, see db/encryption.py
 
 
@@ -42,7 +61,7 @@ class Revocation(Base):
     username: Mapped[str] = mapped_column(String(64))
     not_before: Mapped[float | None] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class PredictionRecord(Base):
@@ -51,7 +70,7 @@ class PredictionRecord(Base):
     __tablename__ = "predictions"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid4, given to the client
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     username: Mapped[str | None] = mapped_column(String(64), index=True)
     model_uri: Mapped[str] = mapped_column(String(255))
     model_version: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -80,7 +99,7 @@ class Feedback(Base):
     prdtypecode: Mapped[int] = mapped_column(Integer)
     is_correction: Mapped[bool] = mapped_column(Boolean)
     comment: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class JournalEntry(Base):
@@ -89,8 +108,8 @@ class JournalEntry(Base):
     __tablename__ = "journal"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    kind: Mapped[str] = mapped_column(String(32))  # drift | performance | retraining
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))  # drift | performance | retraining | model
     model_version: Mapped[str | None] = mapped_column(String(32))
     summary: Mapped[str] = mapped_column(Text)  # one sentence for people
     details: Mapped[dict] = mapped_column(JSON)  # the numbers

@@ -1,5 +1,6 @@
-"""The monitoring journal: one row per drift check, quality measurement and
-retraining decision, with a sentence for people and the numbers for machines."""
+"""The monitoring journal: one row per drift check, quality measurement, retraining
+decision and failed recovery of the serving model, with a sentence for people and the numbers
+for machines."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import select
 from prodclass.db.session import session_scope
 from prodclass.db.tables import JournalEntry
 
-KINDS = ("drift", "performance", "retraining")
+KINDS = ("drift", "performance", "retraining", "model")  # model: a failing model load
 
 
 def write(

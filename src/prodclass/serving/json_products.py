@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from prodclass.serving.api.schemas import BatchIn, ProductIn
+from prodclass.serving.api.schemas import BatchIn, ProductIn, validation_reason
 from prodclass.serving.predictor import InvalidProductError, Predictor, ProductInput
 
 
@@ -41,17 +41,9 @@ class ReceivedProduct:
         return cls(inputs, imageid, product_identifier)
 
 
-TEXT_FIELDS = ("designation", "description", "product_id", "imageid", "product_identifier")
-
-
 def received(product: ProductIn, position: int, problems: list[str]) -> ReceivedProduct:
-    """Decode one JSON product; a photo that is not base64, or text that is not Unicode (JSON
-    may carry lone surrogates such as ``"\\ud800"``, which nothing can encode), is added to
-    ``problems``."""
-    for name in TEXT_FIELDS:
-        value = getattr(product, name)
-        if value is not None and not _encodable(value):
-            problems.append(f"product {position}: {name} is not valid Unicode (lone surrogate)")
+    """Decode one JSON product (its text was checked storable by ``ProductIn``); a photo that
+    is not base64 is added to ``problems``."""
     image = None
     if product.image_base64:
         try:
@@ -66,14 +58,6 @@ def received(product: ProductIn, position: int, problems: list[str]) -> Received
         product.imageid,
         product.product_identifier,
     )
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def check_all(predictor: Predictor, products: list[ReceivedProduct], problems: list[str]) -> None:
@@ -96,10 +80,7 @@ def predict_json(predictor: Predictor, payload: Any, default_top_k: int = 5) -> 
     try:
         batch = BatchIn.model_validate(payload)
     except ValidationError as exc:
-        raise InvalidRequestError(
-            f"invalid request: {exc.errors()[0]['msg']} at "
-            f"{'.'.join(map(str, exc.errors()[0]['loc']))}"
-        ) from None
+        raise InvalidRequestError(f"invalid request: {validation_reason(exc.errors())}") from None
     problems: list[str] = []
     products = [received(p, i, problems) for i, p in enumerate(batch.products)]
     try:

@@ -53,6 +53,13 @@ LOG_BACKLOG = Gauge(
 LOG_WRITE_FAILURES = Counter(
     "prodclass_prediction_log_write_failures_total", "Failed attempts to write prediction records"
 )
+LOG_FAILING = Gauge(
+    "prodclass_prediction_log_failing", "1 while the prediction log cannot write, else 0"
+)
+LOG_DEAD_LETTERS = Counter(
+    "prodclass_prediction_log_dead_letters_total",
+    "Prediction records the database refused, kept in the dead-letter file",
+)
 
 # ---- from the monitoring journal (refreshed by serving/watcher.py) ---------------------------
 DRIFT_DETECTED = Gauge(

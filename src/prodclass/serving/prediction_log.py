@@ -4,7 +4,14 @@ Requests append records to an in-memory buffer; one writer thread stores the pho
 content hash, under ``settings.upload_dir``) and inserts the records in bulk. When the database
 is unreachable the records stay buffered and are retried with backoff; past
 ``memory_limit`` they are appended to a spill file and replayed once the database answers, so
-nothing is lost while it is down. ``prodclass_prediction_log_backlog`` shows what is pending.
+nothing is lost while it is down. ``prodclass_prediction_log_backlog`` shows what is pending,
+``prodclass_prediction_log_failing`` (and ``/ready``) whether writes fail now.
+
+A record the database refuses (a value it cannot store: the API refuses such text on the way
+in, this is the last line) must not hold the others back: the failing batch is split until
+the refused records are found; each is appended, with the reason, to the dead-letter file
+(plain ASCII JSON lines: any text fits) and counted in
+``prodclass_prediction_log_dead_letters_total``, and the others are written.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -19,12 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.exc import DataError, IntegrityError
 
 from prodclass.db.session import session_scope
 from prodclass.db.tables import PredictionRecord
 from prodclass.serving import metrics
 
 log = logging.getLogger(__name__)
+
+# what the database (or its driver) answers for one record it will never store; anything else
+# (server down, connection lost, a missing table) is retried later with the whole backlog
+REFUSED = (DataError, IntegrityError, UnicodeError)
+DEAD_LETTER_NAME = "prediction-log-dead.jsonl"
 
 
 @dataclass
@@ -62,10 +76,14 @@ class PredictionLog:
         spill_file: Path,
         flush_seconds: float = 1.0,
         memory_limit: int = 10_000,
+        dead_letter_file: Path | None = None,
     ) -> None:
         self.db_url = db_url
         self.upload_dir = upload_dir
         self.spill_file = spill_file
+        self.dead_letter_file = dead_letter_file or spill_file.with_name(
+            "prediction-log-dead.jsonl"
+        )
         self.flush_seconds = flush_seconds
         self.memory_limit = memory_limit
         self._buffer: deque[LogRecord] = deque()
@@ -75,6 +93,8 @@ class PredictionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._spilled = self._count_spilled()
+        self.failing_since: float | None = None  # monotonic time of the first failed write
+        self.last_error: str | None = None
         self._update_backlog()
 
     # ---- producer side -------------------------------------------------------------------
@@ -91,6 +111,19 @@ class PredictionLog:
     @property
     def backlog(self) -> int:
         return len(self._buffer) + self._spilled
+
+    @property
+    def failing(self) -> bool:
+        return self.failing_since is not None
+
+    def problem(self) -> str | None:
+        """Why the log cannot write now (``/ready`` says it), or None."""
+        if self.failing_since is None:
+            return None
+        return (
+            f"prediction log: writes failing for {time.monotonic() - self.failing_since:.0f} s, "
+            f"{self.backlog} records pending ({self.last_error})"
+        )
 
     def pending(self, record_id: str) -> bool:
         with self._lock:
@@ -125,6 +158,7 @@ class PredictionLog:
                     with self._lock:
                         batch = [self._buffer[i] for i in range(min(500, len(self._buffer)))]
                     if not batch:
+                        self.failing_since = self.last_error = None
                         return True
                     self._write(batch)
                     with self._lock:
@@ -133,7 +167,12 @@ class PredictionLog:
                     self._update_backlog()
             except Exception as exc:  # the database is down: keep everything, retry later
                 metrics.LOG_WRITE_FAILURES.inc()
-                log.warning("prediction log: write failed, %d pending (%s)", self.backlog, exc)
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                self.last_error = f"{type(exc).__name__}: {_first_line(exc)}"
+                log.warning(
+                    "prediction log: write failed, %d pending (%s)", self.backlog, self.last_error
+                )
                 return False
             finally:
                 self._update_backlog()
@@ -150,6 +189,22 @@ class PredictionLog:
         for record in batch:
             if record.image is not None and record.image_sha256:
                 self._store_photo(record.image_sha256, record.image)
+        self._insert_isolating(batch)
+
+    def _insert_isolating(self, batch: list[LogRecord]) -> None:
+        """Insert the batch; when the database refuses it, halve it until the refused records
+        are alone, dead-letter them and insert the rest (log2(500) < 9 levels)."""
+        try:
+            self._insert(batch)
+        except REFUSED as exc:
+            if len(batch) == 1:
+                self._dead_letter(batch[0], exc)
+                return
+            middle = len(batch) // 2
+            self._insert_isolating(batch[:middle])
+            self._insert_isolating(batch[middle:])
+
+    def _insert(self, batch: list[LogRecord]) -> None:
         with session_scope(self.db_url) as session:
             ids = [r.id for r in batch]
             # a retry after a commit whose answer was lost must not insert twice
@@ -168,6 +223,18 @@ class PredictionLog:
         tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
         tmp.write_bytes(image)
         tmp.replace(path)
+
+    def _dead_letter(self, record: LogRecord, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        letter = {"failed_at": time.time(), "reason": reason, "record": record.row()}
+        self.dead_letter_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.dead_letter_file.open("a", encoding="ascii") as out:
+            out.write(json.dumps(letter, default=_json_default) + "\n")
+        metrics.LOG_DEAD_LETTERS.inc()
+        log.error(
+            "prediction log: record %s refused by the database (%s), kept in %s",
+            record.id, reason, self.dead_letter_file,
+        )  # fmt: skip
 
     # ---- spill file ----------------------------------------------------------------------
     def _spill(self, records: list[LogRecord]) -> None:
@@ -204,6 +271,13 @@ class PredictionLog:
 
     def _update_backlog(self) -> None:
         metrics.LOG_BACKLOG.set(self.backlog)
+        metrics.LOG_FAILING.set(1 if self.failing else 0)
+
+
+def _first_line(exc: Exception) -> str:
+    """The driver's own words (SQLAlchemy appends the statement and its parameters)."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _json_default(value: Any) -> str:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +34,7 @@ from prodclass.serving.api.routes import (
     training,
     users,
 )
+from prodclass.serving.api.schemas import ErrorOut, validation_reason
 from prodclass.serving.api.services import Services
 from prodclass.serving.model_slot import LoadInProgressError
 from prodclass.serving.prediction_queue import NoModelError, OverloadedError
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     _add_error_answers(app)
+    _document_error_answers(app)
     # outermost first: metrics see the 413s of the size limit too
     app.add_middleware(
         BodyLimit,
@@ -114,6 +117,11 @@ def _add_error_answers(app: FastAPI) -> None:
     for exc_type in CLIENT_ERRORS:
         app.add_exception_handler(exc_type, client_error)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the input, which may not render (NaN: a 500)
+        return _json(status.HTTP_422_UNPROCESSABLE_CONTENT, validation_reason(exc.errors()))
+
     @app.exception_handler(OverloadedError)
     async def overloaded(_: Request, exc: OverloadedError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)}
@@ -123,6 +131,25 @@ def _add_error_answers(app: FastAPI) -> None:
     async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
         headers = {"Retry-After": "5"}
         return _json(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable", headers)
+
+
+def _document_error_answers(app: FastAPI) -> None:
+    """The OpenAPI document shows the 422 body this API sends (``ErrorOut``: a reason string),
+    not FastAPI's default (a list of errors echoing the input)."""
+    generate = app.openapi
+
+    def document() -> dict:
+        fresh = app.openapi_schema is None
+        openapi = generate()  # cached by FastAPI after the first call
+        if fresh:
+            schemas = openapi["components"]["schemas"]
+            schemas.pop("ValidationError", None)
+            schemas["HTTPValidationError"] = ErrorOut.model_json_schema() | {
+                "title": "HTTPValidationError"
+            }
+        return openapi
+
+    app.openapi = document  # type: ignore[method-assign]
 
 
 class BodyTooLargeError(Exception):

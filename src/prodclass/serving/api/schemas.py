@@ -2,12 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from prodclass.db.tables import User
 from prodclass.db.users import email_of
+
+
+def unstorable(text: str) -> str | None:
+    """Why ``text`` cannot be stored as sent, or None. PostgreSQL text holds no NUL character,
+    and a lone surrogate (JSON may carry ``"\\ud800"``; pydantic refuses some itself) has no
+    UTF-8 encoding at all: such text is refused with the reason rather than silently changed."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which cannot be stored"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not a valid unicode string (a lone surrogate), which cannot be stored"
+    return None
+
+
+def _storable(text: str) -> str:
+    if problem := unstorable(text):
+        raise ValueError(problem)
+    return text
+
+
+# Every text field the API stores (users, feedback, predictions) is of this type.
+Storable = Annotated[str, AfterValidator(_storable)]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer (4xx, 5xx): the reason in one sentence."""
+
+    detail: str
+
+
+def validation_reason(errors: Sequence[Any], shown: int = 20) -> str:
+    """Validation errors as one sentence naming each field and what is wrong. The input is
+    never echoed (NaN, Infinity or a lone surrogate cannot be rendered as JSON), and the
+    result always can be: field names coming from the request are escaped and shortened."""
+    parts = []
+    for error in errors[:shown]:
+        where = ".".join(str(part)[:80] for part in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg"))
+    reason = "; ".join(map(str, parts)) + (" ..." if len(errors) > shown else "")
+    return reason.encode("utf-8", "backslashreplace").decode("utf-8") or "invalid request"
 
 
 class CategoryOut(BaseModel):
@@ -42,11 +85,12 @@ class ProductIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    designation: str = ""
-    description: str = ""
-    product_id: str | None = None
-    imageid: str | None = None
-    product_identifier: str | None = None
+    # the limits of POST /predict's form fields (and of the prediction log's columns)
+    designation: Storable = Field(default="", max_length=10_000)
+    description: Storable = Field(default="", max_length=100_000)
+    product_id: Storable | None = Field(default=None, max_length=64)
+    imageid: Storable | None = Field(default=None, max_length=64)
+    product_identifier: Storable | None = Field(default=None, max_length=128)
     image_base64: str | None = Field(default=None, description="The photo's bytes, base64.")
 
 
@@ -71,19 +115,19 @@ class TokenOut(BaseModel):
 class UserIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    username: str
-    password: str
-    role: str
-    email: str | None = None
+    username: Storable
+    password: Storable
+    role: Storable
+    email: Storable | None = None
 
 
 class UserPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    password: str | None = None
-    role: str | None = None
+    password: Storable | None = None
+    role: Storable | None = None
     is_active: bool | None = None
-    email: str | None = None
+    email: Storable | None = None
 
 
 class UserOut(BaseModel):
@@ -108,7 +152,7 @@ class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prdtypecode: int = Field(description="The true category of the product.")
-    comment: str = Field(default="", max_length=2000)
+    comment: Storable = Field(default="", max_length=2000)
 
 
 class FeedbackOut(BaseModel):

@@ -56,7 +56,7 @@ class JournalEntryOut(BaseModel):
 def journal_entries(
     services: ServicesDep,
     _: Reviewer,
-    kind: Annotated[str | None, Query(pattern="^(drift|performance|retraining)$")] = None,
+    kind: Annotated[str | None, Query(pattern="^(drift|performance|retraining|model)$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> list[JournalEntryOut]:
     """Drift checks, quality measurements and retraining decisions, newest first."""

@@ -19,6 +19,7 @@ from typing import Annotated
 import pandas as pd
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
 from prodclass.serving.api.deps import AnyUser, ServicesDep
 from prodclass.serving.api.schemas import (
@@ -27,6 +28,10 @@ from prodclass.serving.api.schemas import (
     CategoryOut,
     ModelRef,
     PredictionOut,
+    ProductIn,
+    Storable,
+    unstorable,
+    validation_reason,
 )
 from prodclass.serving.api.services import Services
 from prodclass.serving.json_products import ReceivedProduct, check_all, received
@@ -135,11 +140,11 @@ async def read_upload(upload: UploadFile | None, limit: int) -> bytes | None:
 async def predict(
     services: ServicesDep,
     principal: AnyUser,
-    designation: Annotated[str, Form(max_length=10_000)] = "",
-    description: Annotated[str, Form(max_length=100_000)] = "",
-    product_id: Annotated[str | None, Form(max_length=64)] = None,
-    imageid: Annotated[str | None, Form(max_length=64)] = None,
-    product_identifier: Annotated[str | None, Form(max_length=128)] = None,
+    designation: Annotated[Storable, Form(max_length=10_000)] = "",
+    description: Annotated[Storable, Form(max_length=100_000)] = "",
+    product_id: Annotated[Storable | None, Form(max_length=64)] = None,
+    imageid: Annotated[Storable | None, Form(max_length=64)] = None,
+    product_identifier: Annotated[Storable | None, Form(max_length=128)] = None,
     top_k: Annotated[int | None, Form(ge=1, le=27)] = None,
     image: Annotated[
         UploadFile | None, File(description="The product photo (JPEG, PNG...)")
@@ -211,6 +216,9 @@ async def predict_zip(
             page: list[ReceivedProduct] = []
             answers: dict[str, dict] = {}  # row id -> its line, written in the CSV's order
             for row_id, row in rows.iloc[start : start + PAGE].iterrows():
+                if problem := _row_problem(row):
+                    answers[str(row_id)] = {"error": problem}
+                    continue
                 name = f"image_{row['imageid']}_product_{row['productid']}.jpg"
                 product = ReceivedProduct.of(
                     row["designation"],
@@ -237,6 +245,22 @@ async def predict_zip(
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
+def _row_problem(row: pd.Series) -> str | None:
+    """Why a CSV row cannot be classified and logged as it is (text the database cannot
+    store, ids over the log's limits: the checks of a JSON product), or None."""
+    fields = {
+        "designation": row["designation"],
+        "description": row["description"],
+        "product_id": row["productid"] or None,
+        "imageid": row["imageid"] or None,
+    }
+    try:
+        ProductIn.model_validate(fields)
+    except ValidationError as exc:
+        return validation_reason(exc.errors())
+    return None
+
+
 # what reading a damaged zip raises: bad CRC or header, corrupt deflate data, truncation, bad
 # offsets (ValueError); RuntimeError: an encrypted member, or an unknown compression method
 ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, ValueError)
@@ -260,7 +284,10 @@ def _read_challenge_zip(data: bytes, max_photo_bytes: int) -> tuple[pd.DataFrame
         raise refuse("the zip holds no CSV file (expected X_*.csv in the challenge layout)")
     csv = next((e for e in csvs if PurePosixPath(e.filename).name.startswith("X_")), csvs[0])
     try:
-        rows = pd.read_csv(archive.open(csv), index_col=0, dtype=str, keep_default_na=False)
+        raw = archive.open(csv).read()
+        if b"\x00" in raw:  # pandas would cut the field there: refused, never stored cut
+            raise refuse(f"{csv.filename} {unstorable(chr(0))}")
+        rows = pd.read_csv(io.BytesIO(raw), index_col=0, dtype=str, keep_default_na=False)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise refuse(f"{csv.filename} is not a readable CSV: {exc}") from None
     except ZIP_READ_ERRORS as exc:  # the member itself is damaged (also ValueErrors)

@@ -25,7 +25,7 @@ def status_alias() -> dict[str, str]:
 
 @router.get(
     "/ready",
-    summary="A model is loaded and the database answers",
+    summary="A model is loaded, the database answers and the prediction log writes",
     responses={503: {"description": "not ready; the body says what is missing"}},
 )
 def ready(services: ServicesDep) -> JSONResponse:
@@ -35,12 +35,16 @@ def ready(services: ServicesDep) -> JSONResponse:
         last = services.slot.last_load
         why = f"{last.state}: {last.error}" if last and last.error else "loading"
         problems.append(f"no model loaded ({why})")
+    if recovery := services.watcher.recovery_problem():
+        problems.append(recovery)
     try:
         check_schema(services.db_url)  # connects: a database that does not answer raises
     except DatabaseNotReadyError as exc:
         problems.append(str(exc))
     except Exception as exc:  # any driver error means "not ready", with the reason
         problems.append(f"database unavailable: {type(exc).__name__}")
+    if log_problem := services.prediction_log.problem():
+        problems.append(log_problem)
     body = {
         "ready": not problems,
         "problems": problems,
