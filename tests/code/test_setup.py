@@ -183,3 +183,29 @@ def test_the_package_declares_every_distribution_its_code_imports():
         if not distributions & declared:
             undeclared[module] = sorted(distributions)
     assert undeclared == {}, f"imported by src/ but not declared in pyproject.toml: {undeclared}"
+
+
+LEAKY_TEST = """
+import subprocess
+
+
+def test_starts_a_server_and_forgets_it():
+    subprocess.Popen(["sleep", "120"], start_new_session=True)
+"""
+
+
+def test_a_process_left_running_by_a_test_fails_the_session(tmp_path):
+    inner = tmp_path / "test_leaky.py"
+    inner.write_text(LEAKY_TEST)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
+         "-q", "--rootdir", str(tmp_path), str(inner)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert "still running at the end (now killed)" in done.stdout
+    assert "sleep 120" in done.stdout
