@@ -81,9 +81,7 @@ class PredictionLog:
         self.db_url = db_url
         self.upload_dir = upload_dir
         self.spill_file = spill_file
-        self.dead_letter_file = dead_letter_file or spill_file.with_name(
-            "prediction-log-dead.jsonl"
-        )
+        self.dead_letter_file = dead_letter_file or spill_file.with_name(DEAD_LETTER_NAME)
         self.flush_seconds = flush_seconds
         self.memory_limit = memory_limit
         self._buffer: deque[LogRecord] = deque()
