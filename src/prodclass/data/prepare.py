@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prodclass.data.split import SPLITS, stratified_split
+from prodclass.data.split import SPLITS, hashed_split
 from prodclass.data.validate import ValidatedData
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def prepare(
     product of the main data is left out (it would leak the test set into training).
     """
     products = validated.products.copy()
-    products["split"] = stratified_split(products, params.val_size, params.test_size, params.seed)
+    products["split"] = hashed_split(products, params.val_size, params.test_size, params.seed)
     products["image"] = [Path(p).name if p else "" for p in products["image_path"]]
     n_extra = 0
     if extra_train is not None and len(extra_train.products):
