@@ -42,15 +42,24 @@ def held_out_mask(row_ids: Iterable[object], fraction: float, seed: int) -> np.n
     return hash_unit(row_ids, seed) < fraction
 
 
+def product_keys(products: pd.DataFrame) -> pd.Index:
+    """What a product's place is hashed from: its ``productid`` when the frame has one (a
+    reviewer's correction of a catalogue product then lands where that product is), else the
+    frame's index (the row id)."""
+    if "productid" in products.columns:
+        return pd.Index(products["productid"].astype(str))
+    return products.index
+
+
 def hashed_split(products: pd.DataFrame, val_size: float, test_size: float, seed: int) -> pd.Series:
-    """Assign each row (by its index, the product's row id) to train/val/test.
+    """Assign each row (by ``product_keys``) to train/val/test.
 
     The hash's unit interval is cut in buckets: [0, test_size) is test, the next
     ``val_size`` is val, the rest is train. Row order and other rows change nothing.
     """
     if not 0 < val_size < 1 or not 0 < test_size < 1 or val_size + test_size >= 1:
         raise ValueError("val_size and test_size must be in (0, 1) and sum below 1")
-    unit = hash_unit(products.index, seed)
+    unit = hash_unit(product_keys(products), seed)
     assignment = np.where(
         unit < test_size, "test", np.where(unit < test_size + val_size, "val", "train")
     )
