@@ -9,6 +9,7 @@ import typer
 
 from prodclass.cli import data as data_cli
 from prodclass.cli import deploy as deploy_cli
+from prodclass.cli import experiment as experiment_cli
 from prodclass.cli import models as models_cli
 from prodclass.cli import monitor as monitor_cli
 from prodclass.cli import pipeline as pipeline_cli
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data")
 app.add_typer(models_cli.app, name="models")
 app.add_typer(pipeline_cli.app, name="pipeline")
+app.add_typer(experiment_cli.app, name="experiment")
 app.command()(tune_cli.tune)
 app.command()(service_cli.serve)
 app.command()(service_cli.ui)

@@ -64,3 +64,17 @@ def hashed_split(products: pd.DataFrame, val_size: float, test_size: float, seed
         unit < test_size, "test", np.where(unit < test_size + val_size, "val", "train")
     )
     return pd.Series(assignment, index=products.index, dtype=object)
+
+
+def stratified_subset(products: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """About ``n`` products keeping each class's share (at least one per class), chosen by the
+    hash order within the class so a quick run is reproducible and nests in a larger one."""
+    if n >= len(products):
+        return products
+    unit = pd.Series(hash_unit(product_keys(products), seed), index=products.index)
+    share = n / len(products)
+    keep: list[object] = []
+    for _, members in products.groupby("label").groups.items():
+        ordered = unit.loc[members].sort_values().index
+        keep += list(ordered[: max(1, round(len(ordered) * share))])
+    return products.loc[products.index.isin(keep)]
