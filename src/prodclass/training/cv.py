@@ -34,6 +34,7 @@ from prodclass.training.metrics import (
     calibration_error,
     classification_metrics,
     f1_from_confusions,
+    summary,
     target_index,
 )
 
@@ -455,3 +456,28 @@ def per_class_changes(result_a: CVResult, result_b: CVResult) -> dict[str, dict[
         for code in a
         if a[code]["support"] > 0
     }
+
+
+def cv_report(result: CVResult) -> dict[str, Any]:
+    """The model's quality as CV estimated it, in the shape of an evaluation report (headline
+    numbers, per class, per modality, ECE: all out of fold) plus the intervals per subset."""
+    predicted = result.predicted
+    report = classification_metrics(result.labels, predicted)
+    report["ece"] = result.ece
+    report["by_modality"] = {
+        m: summary(classification_metrics(result.labels[mask], predicted[mask]))
+        | {"ece": round(calibration_error(result.probabilities[mask], result.classes,
+                                          result.labels[mask]), 4)}
+        for m in SUBSETS[1:]
+        if (mask := result.modalities == m).any()
+    }  # fmt: skip
+    report["cv"] = {
+        "family": result.family,
+        "folds": result.folds,
+        "seed": result.seed,
+        "temperature": result.temperature,
+        "best_epochs": result.best_epochs,
+        "fit_seconds": [f.fit_seconds for f in result.fold_facts],
+        "scores": {k: v.to_dict() for k, v in score(result).items()},
+    }
+    return report
