@@ -126,10 +126,12 @@ def train_model(
         start = time.perf_counter()
         facts = model.fit(products, val)
         mlflow.log_metric("train_seconds", time.perf_counter() - start)
+        if result.temperature is not None:  # the refit's own would be fitted on seen rows
+            model.temperature = facts["temperature"] = result.temperature
         mlflow.log_metrics({k: float(v) for k, v in facts.items() if isinstance(v, int | float)})
-        if result.temperature is not None:
-            model.temperature = result.temperature
-            mlflow.log_metric("oof_temperature", result.temperature)
+        for epoch in facts.get("history", []):  # the refit's per-epoch curves (rows it learns)
+            step = int(epoch["epoch"])
+            mlflow.log_metrics({k: v for k, v in epoch.items() if k != "epoch"}, step=step)
         if latency and len(products):
             from prodclass.training.latency import measure_latency
 
