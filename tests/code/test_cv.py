@@ -113,3 +113,21 @@ def test_f1_from_confusions_matches_the_metrics_module():
     expected = classification_metrics(y_true, y_pred)
     assert weighted[0] == pytest.approx(expected["weighted_f1"], abs=1e-4)
     assert macro[0] == pytest.approx(expected["macro_f1"], abs=1e-4)
+
+
+def test_a_refitted_model_predicts_the_products_it_never_saw(products):
+    from prodclass.models.registry import create
+    from prodclass.training.cv import with_unseen_predictions
+
+    known = products.iloc[:200]
+    champion_cv = cross_validate(known, "tfidf-linear", FAST_TFIDF, folds=5)
+    champion = create("tfidf-linear", FAST_TFIDF)
+    champion.fit(known)
+    extended = with_unseen_predictions(champion_cv, champion, products)
+    assert list(extended.row_ids) == list(products.index)
+    assert (extended.fold_of[200:] == -1).all() and (extended.fold_of[:200] >= 0).all()
+    assert np.array_equal(extended.predicted[200:], champion.predict(products.iloc[200:]))
+    assert np.array_equal(extended.predicted[:200], champion_cv.predicted)
+    challenger = cross_validate(products, "tfidf-linear", FAST_TFIDF, folds=5)
+    assert paired_difference(challenger, extended, "champion")["all"].n == len(products)
+    assert with_unseen_predictions(extended, champion, products) is extended  # nothing new

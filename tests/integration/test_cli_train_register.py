@@ -75,6 +75,8 @@ def _register(root, name):
         root / f"{name}.json",
         "--evaluation",
         root / f"{name}-test.json",
+        "--prepared",
+        root / "prepared",
         "--out",
         root / f"{name}-reg.json",
     )

@@ -73,6 +73,13 @@ def register(
     evaluation: Annotated[
         Path, typer.Option(help="CV report written by `prodclass evaluate --cv` (tags).")
     ],
+    prepared: Annotated[
+        Path | None,
+        typer.Option(
+            help="Prepared folder the candidate was trained on: the champion also "
+            "predicts its products that it never saw, so they count in the comparison."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the decision JSON here.")] = None,
     params: Annotated[Path | None, typer.Option(help="params.yaml (promotion section).")] = None,
 ) -> None:
@@ -86,8 +93,13 @@ def register(
         trained = TrainResult.read(train_report)
         report = json.loads(evaluation.read_text())
         policy = load_params(params or settings().params_file).promotion
+        products = None
+        if prepared is not None:
+            from prodclass.data.prepare import load_prepared
+
+            products = load_prepared(prepared)
         decision = register_candidate(
-            trained, report, settings(), policy.min_improvement, policy.max_class_drop
+            trained, report, settings(), policy.min_improvement, policy.max_class_drop, products
         )
     payload = decision.to_dict() | {
         "run_id": trained.run_id,

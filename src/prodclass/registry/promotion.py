@@ -1,8 +1,9 @@
 """Register a trained candidate and promote it only on evidence that it beats the champion.
 
 Evidence: the paired cross-validation difference in weighted F1 on the products both models
-predicted out of fold (each registered model carries its out-of-fold predictions, so the
-champion is never refitted), whose 95 % interval must lie above the margin. A candidate that
+predicted without having trained on them (each registered model carries its out-of-fold
+predictions, so the champion is never refitted; products it never saw it simply predicts),
+whose 95 % interval must lie above the margin. A candidate that
 does not win becomes the ``challenger`` (the alias moves from any previous challenger).
 """
 
@@ -13,11 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 
 from prodclass.registry import model_registry as reg
 from prodclass.registry.tracking import configure_mlflow
 from prodclass.settings import Settings
-from prodclass.training.cv import CVResult, paired_difference, per_class_changes
+from prodclass.training.cv import (
+    CVResult,
+    paired_difference,
+    per_class_changes,
+    with_unseen_predictions,
+)
 from prodclass.training.metrics import classification_metrics
 from prodclass.training.train import CV_DIR, TrainResult
 
@@ -38,14 +45,22 @@ def register_candidate(
     settings: Settings,
     margin: float,
     max_class_drop: float = 1.0,
+    products: pd.DataFrame | None = None,
 ) -> reg.PromotionDecision:
     """Register ``trained`` (its CV ``report`` as tags), compare it with the champion, move
-    the aliases, and log the decision (MLflow tags/metrics on the candidate's run, journal)."""
+    the aliases, and log the decision (MLflow tags/metrics on the candidate's run, journal).
+
+    ``products``: the candidate's prepared frame; the champion then also predicts those it
+    was never trained on (new and reviewed products), so the comparison covers them too.
+    """
     configure_mlflow(settings)
     name = settings.registered_model_name
     candidate = CVResult.load(Path(trained.model_dir) / CV_DIR)
     champion = reg.champion_version(name)
     reference = champion_cv(name, champion) if champion is not None else None
+    if reference is not None and products is not None:
+        champion_model = reg.load_classifier(f"models:/{name}/{champion}")
+        reference = with_unseen_predictions(reference, champion_model, products)
     difference, changes = None, None
     if reference is not None:
         difference = paired_difference(candidate, reference, "champion", subsets=("all",))["all"]

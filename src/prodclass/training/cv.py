@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from prodclass.data.split import hash_folds, held_out_mask, product_keys
+from prodclass.models.base import ProductClassifier
 from prodclass.models.registry import create, family_class
 from prodclass.training.metrics import (
     calibration_error,
@@ -71,9 +72,10 @@ class CVResult:
     folds: int
     seed: int
     row_ids: np.ndarray  # (N,) str: the prepared frame's index
+    keys: np.ndarray  # (N,) str: what the fold is hashed from (productid, else the row id)
     labels: np.ndarray  # (N,) int prdtypecode
     modalities: np.ndarray  # (N,) str: text_only / image_only / both
-    fold_of: np.ndarray  # (N,) int fold each product was predicted in
+    fold_of: np.ndarray  # (N,) int fold each product was predicted in (-1: never trained on)
     classes: np.ndarray  # (C,) int prdtypecode of each probability column
     probabilities: np.ndarray  # (N, C) out-of-fold, temperature-scaled when there is one
     fold_facts: list[FoldFacts]
@@ -98,6 +100,7 @@ class CVResult:
         np.savez_compressed(
             folder / ARRAYS_FILE,
             row_ids=self.row_ids.astype(str),
+            keys=self.keys.astype(str),
             labels=self.labels,
             modalities=self.modalities.astype(str),
             fold_of=self.fold_of,
@@ -129,6 +132,7 @@ class CVResult:
             folds=int(facts["folds"]),
             seed=int(facts["seed"]),
             row_ids=data["row_ids"],
+            keys=data["keys"],
             labels=data["labels"].astype(np.int64),
             modalities=data["modalities"],
             fold_of=data["fold_of"].astype(np.int64),
@@ -166,7 +170,8 @@ def cross_validate(
     """
     if products.index.has_duplicates:
         raise ValueError("cross-validation needs unique row ids (the prepared frame's index)")
-    fold_of = hash_folds(product_keys(products), folds, seed)
+    keys = product_keys(products)
+    fold_of = hash_folds(keys, folds, seed)
     if len(np.unique(fold_of)) < folds:
         raise ValueError(f"{len(products)} products are too few for {folds} folds")
     labels = products["label"].astype(int).to_numpy()
@@ -228,6 +233,7 @@ def cross_validate(
         folds=folds,
         seed=seed,
         row_ids=products.index.astype(str).to_numpy(),
+        keys=np.asarray(keys.astype(str)),
         labels=labels,
         modalities=products["modality"].astype(str).to_numpy(),
         fold_of=fold_of,
@@ -236,6 +242,38 @@ def cross_validate(
         fold_facts=facts,
         temperature=temperature,
         ece=round(calibration_error(probabilities, classes, labels), 4),
+    )
+
+
+def with_unseen_predictions(
+    result: CVResult, model: ProductClassifier, products: pd.DataFrame
+) -> CVResult:
+    """``result`` extended with ``model``'s predictions of the ``products`` it was never
+    trained on (their key is not among its CV products); their fold is -1.
+
+    Why honest: a model refitted on its CV products has never seen another product, so its
+    prediction of one is as out-of-sample as an out-of-fold one. This lets a champion be
+    compared with a challenger on the challenger's new products without refitting it.
+    """
+    unseen = ~product_keys(products).astype(str).isin(set(result.keys.astype(str)))
+    rows = products[np.asarray(unseen)]
+    if rows.empty:
+        return result
+    labels = rows["label"].astype(int).to_numpy()
+    classes = np.union1d(result.classes, labels).astype(np.int64)
+    old = _aligned(result.probabilities, result.classes, classes)
+    new = _aligned(model.predict_proba(rows), model.classes_, classes)
+    return replace(
+        result,
+        row_ids=np.concatenate([result.row_ids.astype(str), rows.index.astype(str)]),
+        keys=np.concatenate([result.keys.astype(str), product_keys(rows).astype(str)]),
+        labels=np.concatenate([result.labels, labels]),
+        modalities=np.concatenate(
+            [result.modalities.astype(str), rows["modality"].astype(str).to_numpy()]
+        ),
+        fold_of=np.concatenate([result.fold_of, np.full(len(rows), -1, dtype=np.int64)]),
+        classes=classes,
+        probabilities=np.vstack([old, new]),
     )
 
 
