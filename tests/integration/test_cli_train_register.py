@@ -91,6 +91,16 @@ def test_register_promotes_only_a_better_model_and_rollback_restores(trained_twi
     assert not second["promoted"]
     assert second["champion_weighted_f1"] > second["candidate_weighted_f1"]
 
+    assert second["difference_high"] < 0 and second["n_compared"] > 0  # clearly worse
+    assert "lower bound is not above 0.0" in second["reason"]
+    import mlflow
+
+    weak_run = json.loads((root / "weak.json").read_text())["run_id"]
+    assert mlflow.get_run(weak_run).data.tags["promotion_decision"] == "not promoted"
+    record = mlflow.artifacts.load_dict(f"runs:/{weak_run}/reports/promotion.json")
+    assert record["difference_low"] == second["difference_low"]
+    assert min(row["f1_change"] for row in record["per_class_changes"].values()) < 0
+
     assert (first["alias"], second["alias"]) == ("champion", "challenger")
     assert second["previous_challenger"] is None
 

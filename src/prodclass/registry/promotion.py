@@ -100,15 +100,24 @@ def register_candidate(
         difference_high=interval.high if interval else None,
         n_compared=difference.n if difference is not None else None,
     )
-    _log_to_run(trained.run_id, decision)
+    _log_to_run(trained.run_id, decision, changes)
     _journal(settings, decision, changes)
     return decision
 
 
-def _log_to_run(run_id: str, decision: reg.PromotionDecision) -> None:
-    """The decision on the candidate's training run: tags, and the interval as metrics."""
+PROMOTION_REPORT = "reports/promotion.json"
+
+
+def _log_to_run(
+    run_id: str,
+    decision: reg.PromotionDecision,
+    per_class: dict[str, dict[str, float]] | None,
+) -> None:
+    """The decision on the candidate's training run: tags, the interval as metrics, and the
+    whole decision with the per-class changes as ``reports/promotion.json`` (the web app)."""
     try:
         with mlflow.start_run(run_id=run_id):
+            mlflow.log_dict(decision.to_dict() | {"per_class_changes": per_class}, PROMOTION_REPORT)
             mlflow.set_tags(
                 {
                     "promotion_decision": "promoted" if decision.promoted else "not promoted",

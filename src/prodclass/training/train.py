@@ -65,6 +65,7 @@ def input_example(products: pd.DataFrame, n: int = 3) -> pd.DataFrame:
 
 
 CV_DIR = "cv"  # inside the model folder: the CV result the model's quality comes from
+CV_REPORT = "reports/cv_metrics.json"  # on the training run: the CV estimate with intervals
 
 
 def refit_params(family_params: dict[str, Any], result: CVResult) -> dict[str, Any]:
@@ -117,7 +118,7 @@ def train_model(
         report = cv_report(result)
         scores = score(result)
         mlflow.log_metrics(cv_metrics(scores) | {"cv_ece": result.ece})
-        mlflow.log_dict(report, "reports/cv_metrics.json")
+        mlflow.log_dict(report, CV_REPORT)
 
         params = refit_params(family_params, result)
         model = create(family, params)
