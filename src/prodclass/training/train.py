@@ -98,12 +98,10 @@ def train_model(
     configure_mlflow(settings)
     products = load_prepared(prepared_dir)
     meta = json.loads((prepared_dir / META_FILE).read_text())
-    create(family, family_params)  # bad params are refused before any fit
+    resolved = create(family, family_params).params  # bad params are refused before any fit
     with mlflow.start_run(run_name=f"train-{family}") as run:
         mlflow.set_tags({"family": family, "stage": "train"})
-        mlflow.log_params(
-            {"model_family": family, **create(family, family_params).params.model_dump()}
-        )
+        mlflow.log_params({"model_family": family, **resolved.model_dump()})
         mlflow.log_params(
             {
                 "data_dir": meta["data_dir"],
