@@ -132,7 +132,7 @@ class CVResult:
             folds=int(facts["folds"]),
             seed=int(facts["seed"]),
             row_ids=data["row_ids"],
-            keys=data["keys"],
+            keys=data.get("keys", data["row_ids"]),  # results saved before keys were kept
             labels=data["labels"].astype(np.int64),
             modalities=data["modalities"],
             fold_of=data["fold_of"].astype(np.int64),
