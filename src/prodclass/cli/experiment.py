@@ -53,7 +53,7 @@ def cv(
         ),
     ] = None,
     folds: Annotated[int, typer.Option(min=2, help="Number of folds.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of the fold hash and the bootstrap.")] = 42,
+    seed: Annotated[int, typer.Option(help="Seed of the fold hash.")] = 42,
     data: Annotated[Path | None, typer.Option(help="Raw challenge folder.")] = None,
     prepared: Annotated[Path | None, typer.Option(help="Prepared folder.")] = None,
     limit: Annotated[
