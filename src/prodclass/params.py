@@ -21,11 +21,14 @@ class SplitSection(_Strict):
 
 class TrainSection(_Strict):
     model_family: str = "tfidf-linear"
+    folds: int = Field(5, ge=2)  # cross-validation folds before the refit on every label
 
 
 class PromotionSection(_Strict):
+    # the paired CV difference in weighted F1 (candidate - champion) must have the lower
+    # bound of its 95 % interval above this margin
     min_improvement: float = Field(0.0, ge=0)
-    # no class's test F1 may fall by more than this against the champion's
+    # no class's out-of-fold F1 may fall by more than this against the champion's
     max_class_drop: float = Field(1.0, ge=0, le=1)
 
 

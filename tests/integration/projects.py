@@ -92,6 +92,10 @@ def make_project(root: Path, data: Path, params: dict | None = None) -> dict[str
     # the pipeline's mechanics, not the model, are under test: the fast text family trains
     merged = yaml.safe_load((root / "params.yaml").read_text())
     merged["train"]["model_family"] = "tfidf-linear"
+    merged["train"]["folds"] = 3  # cross-validation before the refit: few folds, small n-grams
+    merged["families"]["tfidf-linear"].update(
+        {"char_ngram_max": 3, "max_features_char": 50_000, "calibration_folds": 2}
+    )
     for section, values in (params or {}).items():
         merged.setdefault(section, {}).update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))

@@ -1,6 +1,7 @@
 """The CLI end to end on the embedded stores: train, evaluate, register, promote, roll back."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -18,8 +19,9 @@ def _run(*args):
 
 
 @pytest.fixture(scope="module")
-def trained_twice(sample, tmp_path_factory):
-    """Prepared data and two trained candidates (different C), in one isolated state folder."""
+def trained_twice(sample, six_codes_prepared, tmp_path_factory):
+    """Two cross-validated and refitted candidates (different C) on real products of six
+    types, in one isolated state folder."""
     root = tmp_path_factory.mktemp("cli")
     mp = pytest.MonkeyPatch()
     mp.setenv("PRODCLASS_STATE_DIR", str(root / "state"))
@@ -28,14 +30,17 @@ def trained_twice(sample, tmp_path_factory):
     from prodclass.settings import get_settings
 
     get_settings.cache_clear()
-    _run("data", "prepare", "--out", root / "prepared")
+    shutil.copytree(six_codes_prepared, root / "prepared")
+    fast = "char_ngram_max: 3\n    max_features_char: 20000\n    calibration_folds: 2\n"
     weak = root / "weak.yaml"
     weak.write_text(
         "train:\n  model_family: tfidf-linear\n"
-        "families:\n  tfidf-linear:\n    C: 0.001\n    classifier: logreg\n"
+        f"families:\n  tfidf-linear:\n    C: 0.0005\n    class_weight: null\n    {fast}"
     )
     strong = root / "strong.yaml"  # the registry, not the model, is under test: fast family
-    strong.write_text("train:\n  model_family: tfidf-linear\n")
+    strong.write_text(
+        f"train:\n  model_family: tfidf-linear\nfamilies:\n  tfidf-linear:\n    {fast}"
+    )
     candidates = []
     for name, params in (("strong", strong), ("weak", weak)):
         args = [
@@ -50,12 +55,9 @@ def trained_twice(sample, tmp_path_factory):
         _run(*args, "--params", params)
         _run(
             "evaluate",
-            "--prepared",
-            root / "prepared",
+            "--cv",
             "--model",
             root / name,
-            "--train-report",
-            root / f"{name}.json",
             "--out",
             root / f"{name}-test.json",
         )
@@ -89,6 +91,16 @@ def test_register_promotes_only_a_better_model_and_rollback_restores(trained_twi
     assert not second["promoted"]
     assert second["champion_weighted_f1"] > second["candidate_weighted_f1"]
 
+    assert second["difference_high"] < 0 and second["n_compared"] > 0  # clearly worse
+    assert "lower bound is not above 0.0" in second["reason"]
+    import mlflow
+
+    weak_run = json.loads((root / "weak.json").read_text())["run_id"]
+    assert mlflow.get_run(weak_run).data.tags["promotion_decision"] == "not promoted"
+    record = mlflow.artifacts.load_dict(f"runs:/{weak_run}/reports/promotion.json")
+    assert record["difference_low"] == second["difference_low"]
+    assert min(row["f1_change"] for row in record["per_class_changes"].values()) < 0
+
     assert (first["alias"], second["alias"]) == ("champion", "challenger")
     assert second["previous_challenger"] is None
 
@@ -99,9 +111,7 @@ def test_register_promotes_only_a_better_model_and_rollback_restores(trained_twi
     _run("models", "promote", "2")  # the challenger wins by hand: it is no longer challenger
     assert _aliases() == [("2", ["champion"]), ("1", [])]
     report = json.loads(
-        _run(
-            "evaluate", "--model", "models:/prodclass@champion", "--prepared", root / "prepared"
-        ).stdout.split("\nn=")[0]
+        _run("evaluate", "--cv", "--model", "models:/prodclass@champion").stdout.split("\nn=")[0]
     )
     assert report["weighted_f1"] == second["candidate_weighted_f1"]
 
@@ -135,9 +145,7 @@ def test_each_losing_candidate_takes_the_challenger_alias_from_the_previous_one(
     assert aliases[champion] == ["champion"]
     assert sum(a.count("challenger") for a in aliases.values()) == 1
     challenger = json.loads(
-        _run(
-            "evaluate", "--model", "models:/prodclass@challenger", "--prepared", root / "prepared"
-        ).stdout.split("\nn=")[0]
+        _run("evaluate", "--cv", "--model", "models:/prodclass@challenger").stdout.split("\nn=")[0]
     )
     assert challenger["weighted_f1"] == strong_again["candidate_weighted_f1"]
 
@@ -170,26 +178,27 @@ def test_training_logs_params_metrics_and_artifacts_to_mlflow(trained_twice):
     run = mlflow.get_run(run_id)
     assert run.data.params["model_family"] == "tfidf-linear"
     metrics = run.data.metrics
-    assert "val_weighted_f1" in metrics and "test_weighted_f1" in metrics
-    assert 0 <= metrics["test_ece"] <= 1 and 0 <= metrics["val_ece"] <= 1
-    for split in ("val", "test"):
-        for batch in ("batch_1", "batch_32"):
-            p50, p95 = (metrics[f"{split}_latency_{batch}_{q}_ms"] for q in ("p50", "p95"))
-            assert 0 < p50 <= p95
-            assert metrics[f"{split}_latency_{batch}_products_per_second"] > 0
+    for subset in ("all", "text_only", "image_only", "both"):
+        low, mean, high = (
+            metrics[f"cv_{subset}_weighted_f1{end}"] for end in ("_low", "", "_high")
+        )
+        assert 0 <= low <= mean <= high <= 1
+    assert 0 <= metrics["cv_ece"] <= 1
+    for batch in ("batch_1", "batch_32"):
+        p50, p95 = (metrics[f"refit_latency_{batch}_{q}_ms"] for q in ("p50", "p95"))
+        assert 0 < p50 <= p95
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "reports")}
-    assert {
-        "reports/confusion_matrix.png",
-        "reports/reliability_diagram.png",
-        "reports/test_metrics.json",
-        "reports/test_per_class.csv",
-    } <= artifacts
+    assert "reports/cv_metrics.json" in artifacts
+    folds = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
+        output_format="list",
+    )
+    assert sorted(r.data.tags["fold"] for r in folds) == ["0", "1", "2", "3", "4"]
     report = json.loads((trained_twice / "strong-test.json").read_text())
-    assert set(report["latency"]) == {"batch_1", "batch_32"}
-    assert report["ece"] == metrics["test_ece"]
-    per_class = mlflow.artifacts.load_text(f"runs:/{run_id}/reports/test_per_class.csv")
-    assert per_class.splitlines()[0] == "prdtypecode,name,precision,recall,f1,support"
-    assert len(per_class.splitlines()) == 28  # header + the 27 codes
+    assert report["ece"] == metrics["cv_ece"]
+    assert report["weighted_f1"] == metrics["cv_all_weighted_f1"]
+    assert set(report["cv"]["scores"]) == {"all", "text_only", "image_only", "both"}
 
 
 def test_unknown_model_uri_is_a_clear_error(trained_twice):

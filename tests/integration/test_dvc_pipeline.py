@@ -47,9 +47,13 @@ class Project:
 
 
 def _mlflow_counts(project: Path) -> tuple[int, int]:
-    """(runs, registered model versions) in the embedded MLflow store."""
+    """(top-level runs, registered model versions) in the embedded MLflow store; the child
+    run of each cross-validation fold is not counted."""
     with sqlite3.connect(project / "state" / "mlflow.db") as db:
-        runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        runs = db.execute(
+            "SELECT COUNT(*) FROM runs WHERE run_uuid NOT IN "
+            "(SELECT run_uuid FROM tags WHERE key = 'mlflow.parentRunId')"
+        ).fetchone()[0]
         versions = db.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0]
     return runs, versions
 

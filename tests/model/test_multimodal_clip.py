@@ -40,7 +40,8 @@ from prodclass.models.multimodal_clip import (
 from prodclass.models.registry import create, load_model_dir
 from prodclass.registry.model_registry import load_classifier, register
 from prodclass.settings import get_settings
-from prodclass.training.train import train_model
+from prodclass.training.cv import CVResult
+from prodclass.training.train import CV_DIR, train_model
 
 CODES = SIX_CODES
 FAST = {  # tiny net, random init: learning rates far above what a pretrained CLIP wants
@@ -315,21 +316,29 @@ def test_train_model_logs_a_run_and_a_model_that_registers_and_loads(
     get_settings.cache_clear()
     settings = get_settings()
     params = FAST | {"epochs": 2}
-    result = train_model(prepared, "multimodal-clip", params, settings, tmp_path / "candidate")
+    result = train_model(
+        prepared, "multimodal-clip", params, settings, tmp_path / "candidate", folds=2
+    )
 
     client = mlflow.MlflowClient(settings.tracking_uri)
     run = client.get_run(result.run_id)
     assert run.data.params["model_family"] == "multimodal-clip"
     assert run.data.params["backbone"] == "None"  # resolved from PRODCLASS_CLIP_MODEL
     for metric in (
-        "val_weighted_f1",
+        "cv_all_weighted_f1_low",
         "best_val_weighted_f1",
         "temperature",
         "trainable_backbone_params",
     ):
         assert metric in run.data.metrics, metric
     curve = client.get_metric_history(result.run_id, "epoch_val_weighted_f1")
-    assert [m.step for m in curve] == [1, 2]  # one point per epoch
+    cv = CVResult.load(Path(result.model_dir) / CV_DIR)  # two folds, each early-stopped
+    assert len(cv.best_epochs) == 2 and all(1 <= e <= 2 for e in cv.best_epochs)
+    # the refit on every product runs the folds' mean best epoch, one point per epoch
+    assert [m.step for m in curve] == list(range(1, cv.refit_epochs() + 1))
+    # its temperature is the one fitted on the out-of-fold logits
+    assert run.data.metrics["temperature"] == pytest.approx(cv.temperature)
+    assert load_model_dir(Path(result.model_dir)).temperature == pytest.approx(cv.temperature)
 
     version = register(result.model_uri, settings.registered_model_name, {}, {})
     registered = load_classifier(f"models:/{settings.registered_model_name}/{version}")

@@ -34,7 +34,8 @@ from prodclass.models.registry import create, load_model_dir
 from prodclass.registry.model_registry import load_classifier, promote, register
 from prodclass.serving.predictor import InvalidProductError, Predictor, ProductInput
 from prodclass.settings import get_settings
-from prodclass.training.train import train_model
+from prodclass.training.cv import CVResult
+from prodclass.training.train import CV_DIR, train_model
 
 CODES = SIX_CODES
 FAST = {
@@ -160,15 +161,23 @@ def test_train_model_logs_a_run_and_a_model_that_registers_and_loads(
 ):
     settings = get_settings()
     params = FAST | {"epochs": 2}
-    result = train_model(prepared, "multimodal-effnet", params, settings, tmp_path / "candidate")
+    result = train_model(
+        prepared, "multimodal-effnet", params, settings, tmp_path / "candidate", folds=2
+    )
 
     client = mlflow.MlflowClient(settings.tracking_uri)
     run = client.get_run(result.run_id)
     assert run.data.params["model_family"] == "multimodal-effnet"
-    for metric in ("val_weighted_f1", "best_val_weighted_f1", "temperature", "val_ece"):
+    for metric in ("cv_all_weighted_f1_low", "best_val_weighted_f1", "temperature", "cv_ece"):
         assert metric in run.data.metrics, metric
     curve = client.get_metric_history(result.run_id, "epoch_val_weighted_f1")
-    assert [m.step for m in curve] == [1, 2]  # one point per epoch
+    cv = CVResult.load(Path(result.model_dir) / CV_DIR)  # two folds, each early-stopped
+    assert len(cv.best_epochs) == 2 and all(1 <= e <= 2 for e in cv.best_epochs)
+    # the refit on every product runs the folds' mean best epoch, one point per epoch
+    assert [m.step for m in curve] == list(range(1, cv.refit_epochs() + 1))
+    # its temperature is the one fitted on the out-of-fold logits
+    assert run.data.metrics["temperature"] == pytest.approx(cv.temperature)
+    assert load_model_dir(Path(result.model_dir)).temperature == pytest.approx(cv.temperature)
     assert set(result.validation["by_modality"]) == {"text_only", "image_only", "both"}
 
     version = register(result.model_uri, settings.registered_model_name, {}, {})

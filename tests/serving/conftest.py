@@ -76,7 +76,7 @@ def served(six_codes_prepared: Path, sample: Path, tmp_path_factory) -> Iterator
         versions = []
         for family, params in (("tfidf-linear", {}), ("multimodal-effnet", MULTIMODAL_FAST)):
             result = train_model(
-                six_codes_prepared, family, params, settings, state / family, latency=False
+                six_codes_prepared, family, params, settings, state / family, False, folds=2
             )
             if family == "multimodal-effnet":  # its run gets a test report (the UI shows it)
                 evaluate_prepared(

@@ -430,6 +430,16 @@ def test_model_report_and_confusion_matrix_from_mlflow(client, auth, served):
     assert missing.status_code == 404 and "test_metrics.json" in missing.json()["detail"]
 
 
+def test_model_evidence_is_the_cross_validated_quality(client, auth, served):
+    answer = client.get(f"/models/{served.text_version}/evidence", headers=auth["client"])
+    assert answer.status_code == 200, answer.text
+    evidence = answer.json()
+    assert evidence["promotion"] is None  # registered directly, not by the promotion rule
+    overall = evidence["cv"]["scores"]["all"]["weighted_f1"]
+    assert 0 < overall["low"] <= overall["mean"] <= overall["high"] <= 1
+    assert client.get("/models/999/evidence", headers=auth["client"]).status_code == 404
+
+
 def test_an_admin_starts_a_retraining_run_and_follows_it(client, auth):
     retrainer = client.app.state.services.retrainer
     retrainer.command = f"{sys.executable} -c \"import time; print('retrained'); time.sleep(1)\""

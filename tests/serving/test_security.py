@@ -52,6 +52,7 @@ LEAST_ROLE = {
     ("POST", "/models/{version}/load"): "admin",
     ("POST", "/models/load/{version}"): "admin",
     ("GET", "/models/{version}/report"): "client",
+    ("GET", "/models/{version}/evidence"): "client",
     ("GET", "/models/{version}/confusion-matrix"): "client",
     ("POST", "/models/{version}/promote"): "admin",
     ("POST", "/models/rollback"): "admin",

@@ -249,6 +249,8 @@ def test_models_page_shows_versions_metrics_and_the_confusion_matrix(ui_settings
     at.selectbox[0].select(served.multimodal_version).run()
     assert [m.label for m in at.metric][:2] == ["Weighted F1", "Macro F1"]
     assert at.image, "the confusion matrix from MLflow is shown"
+    assert "Cross-validated quality" in [h.value for h in at.subheader]
+    assert "weighted F1 [95 %]" in at.dataframe[1].value.columns
     at.selectbox[0].select(served.text_version).run()
     assert "No test report" in _text(at)
 

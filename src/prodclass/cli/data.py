@@ -77,7 +77,7 @@ def prepare(
         typer.Option(help="Labelled products (challenge layout) added to the train split only."),
     ] = None,
 ) -> None:
-    """Validate, clean text and split (stratified, deterministic) into a prepared folder."""
+    """Validate, clean text and split (by a hash of each id) into a prepared folder."""
     from prodclass.data.prepare import SplitParams, prepare
     from prodclass.data.validate import validate
     from prodclass.params import load_params

@@ -9,6 +9,7 @@ import typer
 
 from prodclass.cli import data as data_cli
 from prodclass.cli import deploy as deploy_cli
+from prodclass.cli import experiment as experiment_cli
 from prodclass.cli import models as models_cli
 from prodclass.cli import monitor as monitor_cli
 from prodclass.cli import pipeline as pipeline_cli
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data")
 app.add_typer(models_cli.app, name="models")
 app.add_typer(pipeline_cli.app, name="pipeline")
+app.add_typer(experiment_cli.app, name="experiment")
 app.command()(tune_cli.tune)
 app.command()(service_cli.serve)
 app.command()(service_cli.ui)
@@ -70,7 +72,8 @@ def train(
         Path | None, typer.Option(help="Write the training summary JSON here.")
     ] = None,
 ) -> None:
-    """Train a model family, log it to MLflow (params, metrics, model) and save it."""
+    """Cross-validate a model family on every labelled product, refit it on all of them, log
+    it to MLflow (params, CV metrics, out-of-fold predictions, model) and save it."""
     from prodclass.params import load_params
     from prodclass.training.train import train_model
 
@@ -79,13 +82,19 @@ def train(
         family = model_family or pipeline_params.train.model_family
         with prepared_folder(data, prepared, pipeline_params.split) as prepared_dir:
             result = train_model(
-                prepared_dir, family, pipeline_params.family_params(family), settings(), out
+                prepared_dir,
+                family,
+                pipeline_params.family_params(family),
+                settings(),
+                out,
+                folds=pipeline_params.train.folds,
+                seed=pipeline_params.split.seed,
             )
     if report is not None:
         result.write(report)
     console.print(
         f"MLflow run {result.run_id} ({result.tracking_uri}); model saved to {out}; "
-        f"validation weighted F1 {result.validation['weighted_f1']}"
+        f"cross-validated weighted F1 {result.validation['cv']['scores']['all']['weighted_f1']}"
     )
 
 
@@ -101,6 +110,9 @@ def evaluate(
         Path | None, typer.Option(help="Prepared folder: score one split instead.")
     ] = None,
     split: Annotated[str, typer.Option(help="Split of --prepared to score.")] = "test",
+    cv: Annotated[
+        bool, typer.Option("--cv", help="Report the model's own out-of-fold CV estimate.")
+    ] = False,
     train_report: Annotated[
         Path | None, typer.Option(help="Log the report to the MLflow run of this training.")
     ] = None,
@@ -115,7 +127,13 @@ def evaluate(
 
     with user_errors():
         configure_mlflow(settings())
-        if prepared is not None:
+        if cv:
+            from prodclass.registry.model_registry import model_folder
+            from prodclass.training.cv import CVResult, cv_report
+            from prodclass.training.train import CV_DIR
+
+            report = cv_report(CVResult.load(model_folder(model) / CV_DIR)) | {"model_uri": model}
+        elif prepared is not None:
             run_id = TrainResult.read(train_report).run_id if train_report else None
             report = evaluate_prepared(prepared, split, model, run_id)
         else:

@@ -70,13 +70,21 @@ def rollback() -> None:
 @app.command()
 def register(
     train_report: Annotated[Path, typer.Option(help="JSON written by `prodclass train`.")],
-    evaluation: Annotated[Path, typer.Option(help="Test report written by `prodclass evaluate`.")],
-    prepared: Annotated[Path, typer.Option(help="Prepared folder (its test split is used).")],
+    evaluation: Annotated[
+        Path, typer.Option(help="CV report written by `prodclass evaluate --cv` (tags).")
+    ],
+    prepared: Annotated[
+        Path | None,
+        typer.Option(
+            help="Prepared folder the candidate was trained on: the champion also "
+            "predicts its products that it never saw, so they count in the comparison."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the decision JSON here.")] = None,
     params: Annotated[Path | None, typer.Option(help="params.yaml (promotion section).")] = None,
 ) -> None:
-    """Register the trained model; promote it to champion only if it beats the champion,
-    else give it the `challenger` alias."""
+    """Register the trained model; promote it to champion only if its paired cross-validated
+    gain over the champion has a 95 % interval above the margin, else make it `challenger`."""
     from prodclass.params import load_params
     from prodclass.registry.promotion import register_candidate
     from prodclass.training.train import TrainResult
@@ -85,8 +93,13 @@ def register(
         trained = TrainResult.read(train_report)
         report = json.loads(evaluation.read_text())
         policy = load_params(params or settings().params_file).promotion
+        products = None
+        if prepared is not None:
+            from prodclass.data.prepare import load_prepared
+
+            products = load_prepared(prepared)
         decision = register_candidate(
-            trained, report, prepared, settings(), policy.min_improvement, policy.max_class_drop
+            trained, report, settings(), policy.min_improvement, policy.max_class_drop, products
         )
     payload = decision.to_dict() | {
         "run_id": trained.run_id,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prodclass.data.split import SPLITS, stratified_split
+from prodclass.data.split import SPLITS, hashed_split
 from prodclass.data.validate import ValidatedData
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,13 @@ def prepare(
     """Write the prepared folder; return its metadata (counts per split and modality).
 
     ``extra_train`` (reviewers' labelled feedback) joins the train split only: validation and
-    test stay exactly the split of the main data, so a retrained model is compared with the
-    champion on the same test set. A reviewed product that is also a validation or test
-    product of the main data is left out (it would leak the test set into training).
+    test stay exactly the split of the main data (what a held-out evaluation or the tuner
+    reads). A reviewed product that is also a validation or test product of the main data is
+    left out (it would leak those splits into training). Training itself cross-validates on
+    every row, whatever its split.
     """
     products = validated.products.copy()
-    products["split"] = stratified_split(products, params.val_size, params.test_size, params.seed)
+    products["split"] = hashed_split(products, params.val_size, params.test_size, params.seed)
     products["image"] = [Path(p).name if p else "" for p in products["image_path"]]
     n_extra = 0
     if extra_train is not None and len(extra_train.products):

@@ -204,45 +204,47 @@ class PromotionDecision:
     version: str
     promoted: bool
     previous_champion: str | None
-    candidate_weighted_f1: float
-    champion_weighted_f1: float | None
+    candidate_weighted_f1: float  # cross-validated (out of fold)
+    champion_weighted_f1: float | None  # on the products both predicted out of fold
     reason: str
     alias: str = CHAMPION  # CHAMPION when promoted, else CHALLENGER
     previous_challenger: str | None = None
+    # paired CV difference in weighted F1 (candidate - champion) and its 95 % interval
+    difference: float | None = None
+    difference_low: float | None = None
+    difference_high: float | None = None
+    n_compared: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def decide_promotion(
-    candidate_f1: float,
-    champion_f1: float | None,
-    min_improvement: float,
-    candidate_per_class: dict[str, float] | None = None,
-    champion_per_class: dict[str, float] | None = None,
+    difference: tuple[float, float, float] | None,
+    margin: float,
+    f1_changes: dict[str, float] | None = None,
     max_class_drop: float = 1.0,
 ) -> tuple[bool, str]:
-    """Promote when there is no champion, or the candidate beats it by the margin and no
-    product type loses more than ``max_class_drop`` of test F1 (per-class F1 dicts)."""
-    if champion_f1 is None:
-        return True, "no champion yet"
-    if candidate_f1 <= champion_f1 + min_improvement:
+    """Promote when there is no champion to compare with (``difference`` None), or when the
+    paired CV difference in weighted F1 ``(estimate, low, high)`` has its interval's lower
+    bound above ``margin`` and no product type loses more than ``max_class_drop`` F1
+    (``f1_changes``: candidate minus champion per prdtypecode).
+
+    Why the lower bound: a point gain smaller than the noise of the products is no evidence,
+    and a champion replaced by an equal model only costs a deployment.
+    """
+    if difference is None:
+        return True, "no champion with a cross-validation record to compare with"
+    estimate, low, high = difference
+    shown = f"paired CV weighted F1 difference {estimate:+.4f} [{low:+.4f}, {high:+.4f}]"
+    if low <= margin:
+        return False, f"{shown}: the interval's lower bound is not above {margin}"
+    worst = min((f1_changes or {}).items(), key=lambda kv: kv[1], default=(None, 0.0))
+    if worst[0] is not None and -worst[1] > max_class_drop:
         return False, (
-            f"weighted F1 {candidate_f1:.4f} does not beat champion {champion_f1:.4f}"
-            f" by more than {min_improvement}"
+            f"{shown} but class {worst[0]} loses {-worst[1]:.4f} F1 (tolerance {max_class_drop})"
         )
-    drops = {
-        code: champion_per_class[code] - candidate_per_class.get(code, 0.0)
-        for code in (champion_per_class or {})
-        if candidate_per_class is not None
-    }
-    worst = max(drops.items(), key=lambda kv: kv[1], default=(None, 0.0))
-    if worst[0] is not None and worst[1] > max_class_drop:
-        return False, (
-            f"weighted F1 {candidate_f1:.4f} beats champion {champion_f1:.4f} but class "
-            f"{worst[0]} loses {worst[1]:.4f} F1 (tolerance {max_class_drop})"
-        )
-    return True, f"weighted F1 {candidate_f1:.4f} beats champion {champion_f1:.4f}"
+    return True, f"{shown}: better than the champion beyond the margin {margin}"
 
 
 def version_artifact(name: str, version: str, artifact_path: str) -> Path:

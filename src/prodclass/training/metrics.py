@@ -66,3 +66,23 @@ def calibration_error(probabilities: np.ndarray, classes: np.ndarray, y_true: np
 def summary(metrics: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of a metrics dict (no per-class detail)."""
     return {k: metrics[k] for k in ("n", "accuracy", "weighted_f1", "macro_f1")}
+
+
+def f1_from_confusions(confusions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted and macro F1 of a stack of (B, C, C) confusion matrices (rows: truth).
+
+    The same definitions as ``classification_metrics`` (macro over the classes present in the
+    truth), computed from counts so a bootstrap of thousands of resamples stays fast: a
+    resample is a confusion matrix weighted by how often each product was drawn.
+    """
+    confusions = np.asarray(confusions, dtype=np.float64)
+    tp = np.diagonal(confusions, axis1=1, axis2=2)
+    support = confusions.sum(axis=2)
+    predicted = confusions.sum(axis=1)
+    denominator = support + predicted
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    total = support.sum(axis=1)
+    weighted = (f1 * support).sum(axis=1) / np.maximum(total, 1e-12)
+    present = support > 0
+    macro = (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    return weighted, macro

@@ -111,3 +111,33 @@ def reliability_diagram_png(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def cv_intervals_png(
+    rows: list[tuple[str, str, float, float, float]], path: Path, title: str
+) -> Path:
+    """Weighted F1 per subset with its 95 % interval, one marker per candidate.
+
+    ``rows``: (candidate, subset, estimate, low, high).
+    """
+    candidates = list(dict.fromkeys(r[0] for r in rows))
+    subsets = list(dict.fromkeys(r[1] for r in rows))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(subsets), 4))
+    width = 0.8 / max(len(candidates), 1)
+    for k, candidate in enumerate(candidates):
+        mine = [r for r in rows if r[0] == candidate]
+        x = [subsets.index(r[1]) - 0.4 + width * (k + 0.5) for r in mine]
+        y = np.array([r[2] for r in mine])
+        err = np.array([[r[2] - r[3] for r in mine], [r[4] - r[2] for r in mine]])
+        ax.errorbar(x, y, yerr=err, fmt="o", capsize=4, label=candidate)
+    ax.set_xticks(range(len(subsets)), subsets)
+    ax.set_ylabel("weighted F1 (out of fold, 95 % interval)")
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

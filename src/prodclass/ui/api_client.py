@@ -117,6 +117,9 @@ class ApiClient:
     def model_report(self, version: str) -> dict[str, Any]:
         return self._json("GET", f"/models/{version}/report")
 
+    def model_evidence(self, version: str) -> dict[str, Any]:
+        return self._json("GET", f"/models/{version}/evidence")
+
     def confusion_matrix(self, version: str) -> bytes:
         return self._request("GET", f"/models/{version}/confusion-matrix").content
 

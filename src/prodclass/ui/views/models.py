@@ -1,5 +1,6 @@
-"""Models (admin): versions and their test metrics, per-class F1 and confusion matrix from
-MLflow, the champion; promote, roll back, start a retraining run."""
+"""Models (admin): versions, their cross-validated quality and the promotion decision with its
+interval and per-class changes, test metrics and confusion matrix from MLflow, the champion;
+promote, roll back, start a retraining run."""
 
 from __future__ import annotations
 
@@ -38,6 +39,58 @@ def _report(version: str) -> None:
     matrix = session.call(client.confusion_matrix, version)
     if matrix:
         st.image(matrix, caption=f"Confusion matrix of version {version} (test split)")
+
+
+def _interval(x: dict) -> str:
+    return f"{x['mean']:.3f} [{x['low']:.3f}, {x['high']:.3f}]"
+
+
+def _evidence(version: str) -> None:
+    """The cross-validated quality and the promotion decision with its interval."""
+    client = session.client()
+    try:
+        evidence = client.model_evidence(version)
+    except session.ApiError as exc:
+        st.info(f"No cross-validation record for version {version}: {exc}")
+        return
+    st.subheader("Cross-validated quality")
+    scores = (evidence.get("cv") or {}).get("scores") or {}
+    if scores:
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "products": [s["n"] for s in scores.values()],
+                    "weighted F1 [95 %]": [_interval(s["weighted_f1"]) for s in scores.values()],
+                    "macro F1 [95 %]": [_interval(s["macro_f1"]) for s in scores.values()],
+                },
+                index=list(scores),
+            ),
+            use_container_width=True,
+        )
+    decision = evidence.get("promotion")
+    if not decision:
+        return
+    verdict = "promoted to champion" if decision["promoted"] else "kept as challenger"
+    st.write(f"Registration decision: **{verdict}** — {decision['reason']}")
+    if decision.get("difference") is not None:
+        st.metric(
+            "Weighted F1 vs the champion then (paired, out of fold)",
+            f"{decision['difference']:+.3f}",
+            help=f"95 % interval [{decision['difference_low']:+.3f}, "
+            f"{decision['difference_high']:+.3f}] on {decision['n_compared']} products",
+        )
+    changes = decision.get("per_class_changes") or {}
+    if changes:
+        table = pd.DataFrame(
+            {
+                "category": [label(int(code)) for code in changes],
+                "F1 change": [row["f1_change"] for row in changes.values()],
+                "F1": [row["f1"] for row in changes.values()],
+                "recall": [row["recall"] for row in changes.values()],
+                "products": [row["support"] for row in changes.values()],
+            }
+        ).sort_values("F1 change")
+        st.dataframe(table.set_index("category"), use_container_width=True)
 
 
 def _retraining() -> None:
@@ -82,5 +135,6 @@ def render() -> None:
         answer = session.call(client.rollback)
         if answer:
             st.success(f"champion is version {answer['champion']} again; loading it")
+    _evidence(version)
     _report(version)
     _retraining()

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from prodclass.registry import model_registry as registry
+from prodclass.registry.promotion import PROMOTION_REPORT
 from prodclass.serving.api.deps import Admin, AnyUser, ServicesDep
 from prodclass.serving.api.routes.predict import model_ref
 from prodclass.serving.api.schemas import (
@@ -24,6 +25,7 @@ from prodclass.serving.api.schemas import (
     PromotionOut,
 )
 from prodclass.serving.api.services import Services
+from prodclass.training.train import CV_REPORT
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -78,6 +80,24 @@ def report(version: str, services: ServicesDep, _: AnyUser) -> dict:
     _check_version(services, version)
     path = registry.version_artifact(_name(services), version, "reports/test_metrics.json")
     return json.loads(path.read_text())
+
+
+@router.get(
+    "/{version}/evidence",
+    summary="The version's cross-validated quality (per subset, 95 % intervals) and the "
+    "promotion decision taken when it was registered (paired difference, per-class changes)",
+)
+def evidence(version: str, services: ServicesDep, _: AnyUser) -> dict:
+    _check_version(services, version)
+    name = _name(services)
+    cv = json.loads(registry.version_artifact(name, version, CV_REPORT).read_text())
+    try:
+        decision = json.loads(
+            registry.version_artifact(name, version, PROMOTION_REPORT).read_text()
+        )
+    except registry.RegistryError:  # promoted by hand, or registered before this record
+        decision = None
+    return {"version": version, "cv": cv.get("cv"), "promotion": decision}
 
 
 @router.get(
