@@ -58,6 +58,8 @@ def trained_twice(sample, six_codes_prepared, tmp_path_factory):
             "--cv",
             "--model",
             root / name,
+            "--train-report",
+            root / f"{name}.json",
             "--out",
             root / f"{name}-test.json",
         )
@@ -167,6 +169,10 @@ def test_evaluate_scores_every_labelled_row_of_a_folder(trained_twice, sample, t
     assert set(report["by_modality"]) == {"text_only", "image_only", "both"}
 
 
+def report_n(root) -> int:
+    return json.loads((root / "strong-test.json").read_text())["n"]
+
+
 def test_training_logs_params_metrics_and_artifacts_to_mlflow(trained_twice):
     import mlflow
 
@@ -189,6 +195,11 @@ def test_training_logs_params_metrics_and_artifacts_to_mlflow(trained_twice):
         assert 0 < p50 <= p95
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "reports")}
     assert "reports/cv_metrics.json" in artifacts
+    # the out-of-fold report and its figures, as the web app's Models page reads them
+    for figure in ("test_metrics.json", "confusion_matrix.png", "reliability_diagram.png"):
+        assert f"reports/{figure}" in artifacts
+    logged = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/reports/test_metrics.json"))
+    assert logged["split"] == "out-of-fold" and logged["n"] == report_n(trained_twice)
     folds = mlflow.search_runs(
         search_all_experiments=True,
         filter_string=f"tags.mlflow.parentRunId = '{run_id}'",

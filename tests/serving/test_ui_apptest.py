@@ -252,7 +252,7 @@ def test_models_page_shows_versions_metrics_and_the_confusion_matrix(ui_settings
     assert "Cross-validated quality" in [h.value for h in at.subheader]
     assert "weighted F1 [95 %]" in at.dataframe[1].value.columns
     at.selectbox[0].select(served.text_version).run()
-    assert "No test report" in _text(at)
+    assert "No evaluation report" in _text(at)
 
 
 def test_monitoring_page_counts_predictions_and_shows_drift(ui_settings, served):

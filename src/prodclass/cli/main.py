@@ -130,9 +130,13 @@ def evaluate(
         if cv:
             from prodclass.registry.model_registry import model_folder
             from prodclass.training.cv import CVResult, cv_report
+            from prodclass.training.evaluate import log_cv_report
             from prodclass.training.train import CV_DIR
 
-            report = cv_report(CVResult.load(model_folder(model) / CV_DIR)) | {"model_uri": model}
+            result = CVResult.load(model_folder(model) / CV_DIR)
+            report = cv_report(result) | {"model_uri": model}
+            if train_report:  # the Models page's figures: confusion matrix, reliability
+                log_cv_report(TrainResult.read(train_report).run_id, report, result)
         elif prepared is not None:
             run_id = TrainResult.read(train_report).run_id if train_report else None
             report = evaluate_prepared(prepared, split, model, run_id)

@@ -111,6 +111,15 @@ def log_test_report(run_id: str, report: dict[str, Any], scores: Scores, workdir
             mlflow.log_artifact(str(png), "reports")
 
 
+def log_cv_report(run_id: str, report: dict[str, Any], result: Any) -> None:
+    """Attach a model's out-of-fold report (``training.cv.CVResult``) to its training run with
+    the same figures as a test report: the refit saw every label, so these are its honest ones."""
+    scores = Scores(result.labels, result.probabilities, result.classes)
+    report = report | {"model_family": result.family, "split": "out-of-fold"}
+    with tempfile.TemporaryDirectory() as workdir:
+        log_test_report(run_id, report, scores, Path(workdir))
+
+
 def evaluate_prepared(
     prepared_dir: Path,
     split: str,

@@ -1,5 +1,6 @@
 """Models (admin): versions, their cross-validated quality and the promotion decision with its
-interval and per-class changes, test metrics and confusion matrix from MLflow, the champion;
+interval and per-class changes, out-of-fold metrics and confusion matrix from MLflow, the
+champion;
 promote, roll back, start a retraining run."""
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ def _report(version: str) -> None:
     try:
         report = client.model_report(version)
     except session.ApiError as exc:
-        st.info(f"No test report for version {version}: {exc}")
+        st.info(f"No evaluation report for version {version}: {exc}")
         return
     a, b, c = st.columns(3)
     a.metric("Weighted F1", f"{report['weighted_f1']:.3f}")
     b.metric("Macro F1", f"{report['macro_f1']:.3f}")
-    c.metric("Test products", report["n"])
+    c.metric("Products scored", report["n"], help=f"predictions: {report.get('split', 'test')}")
     per_class = pd.DataFrame(
         {
             "category": [label(int(code)) for code in report["per_class"]],
@@ -38,7 +39,8 @@ def _report(version: str) -> None:
     st.bar_chart(per_class, x="category", y="f1", horizontal=True, sort="-f1", height=620)
     matrix = session.call(client.confusion_matrix, version)
     if matrix:
-        st.image(matrix, caption=f"Confusion matrix of version {version} (test split)")
+        where = report.get("split", "test")
+        st.image(matrix, caption=f"Confusion matrix of version {version} ({where} predictions)")
 
 
 def _interval(x: dict) -> str:

@@ -75,7 +75,11 @@ def load_alias(version: str, services: ServicesDep, _: Admin) -> LoadStatusOut:
     return _start_load(services, version)
 
 
-@router.get("/{version}/report", summary="The version's test report (per class, per modality)")
+@router.get(
+    "/{version}/report",
+    summary="The version's evaluation report (out of fold when cross-validated), per class and "
+    "per modality",
+)
 def report(version: str, services: ServicesDep, _: AnyUser) -> dict:
     _check_version(services, version)
     path = registry.version_artifact(_name(services), version, "reports/test_metrics.json")
@@ -102,7 +106,7 @@ def evidence(version: str, services: ServicesDep, _: AnyUser) -> dict:
 
 @router.get(
     "/{version}/confusion-matrix",
-    summary="The version's confusion matrix on its test split (PNG)",
+    summary="The version's confusion matrix on its out-of-fold predictions (PNG)",
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
