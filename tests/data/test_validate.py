@@ -154,3 +154,54 @@ def test_missing_folder_is_one_clear_error(tmp_path):
     out = runner.invoke(app, ["data", "validate", "--data", str(tmp_path / "nope")])
     assert out.exit_code == 1
     assert "does not exist" in out.output
+
+
+def test_a_nul_in_a_field_is_a_row_issue_not_a_silent_cut(subset, tmp_path):
+    """pandas' fast CSV reader ends a field at a NUL character without a word ("Piscine\\0
+    tubulaire" was read as "Piscine", a label "2583\\0" as 2583). Each row holding one is
+    rejected with the column and the reason; the other rows go on."""
+    layout = ChallengeLayout(subset)
+    x, y = _x(subset), _y(subset)
+    titled = x.index[x["designation"] != ""]
+    cut_title, cut_description, cut_id = titled[0], titled[1], titled[2]
+    x.loc[cut_title, "designation"] = x.at[cut_title, "designation"][:5] + "\x00 hidden"
+    x.loc[cut_description, "description"] = "\x00" + x.at[cut_description, "description"]
+    x.loc[cut_id, "productid"] = x.at[cut_id, "productid"] + "\x00"
+    cut_label = y.index[-1]
+    y.loc[cut_label, "prdtypecode"] = y.at[cut_label, "prdtypecode"] + "\x00"
+    x.to_csv(layout.x_train)
+    y.to_csv(layout.y_train)
+    assert layout.x_train.read_bytes().count(b"\x00") == 3  # the files hold them
+
+    result = validate(subset)
+    expected = {
+        cut_title: "designation",
+        cut_description: "description",
+        cut_id: "productid",
+        cut_label: "prdtypecode",
+    }
+    nul = {i.row_id: i.message for i in result.report.issues if i.code == "nul_character"}
+    assert set(nul) == set(expected)
+    for row_id, column in expected.items():
+        assert nul[row_id].startswith(f"{column} holds a NUL character"), nul[row_id]
+        assert "nul_character" in _rejected(result)[row_id]
+    assert result.report.n_rows == 36
+    assert result.report.n_accepted == 32  # every other row goes on
+    assert not set(expected) & set(result.products.index)
+    report_path = tmp_path / "report.json"
+    result.report.write(report_path)  # the report names the rows and reasons
+    written = json.loads(report_path.read_text())
+    assert {i["row_id"] for i in written["issues"] if i["code"] == "nul_character"} == set(expected)
+
+
+def test_a_nul_in_an_uploaded_batch_csv_is_refused_naming_the_row(subset):
+    """The web app's batch page reads the CSV before sending it: a NUL is refused there with
+    the row and column, not shown cut."""
+    from prodclass.ui.views.batch import read_products
+
+    x = _x(subset).head(5)
+    row = x.index[3]
+    x.loc[row, "designation"] = "Piscine\x00 tubulaire"
+    with pytest.raises(ValueError, match=f"row {row}: designation holds a NUL character"):
+        read_products(x.to_csv().encode())
+    assert len(read_products(_x(subset).head(5).to_csv().encode())) == 5

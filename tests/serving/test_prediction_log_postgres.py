@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pandas as pd
 import pytest
@@ -233,3 +235,83 @@ def test_unstorable_text_is_refused_on_every_route_that_stores_text(
     answer = client.request(method, path, content=json.dumps(body), headers=headers)
     assert answer.status_code == 422, answer.text
     assert reason in answer.json()["detail"], answer.text
+
+
+# what a client sends for text a URL cannot carry to the database: a NUL, a lone surrogate
+# (U+D800 as UTF-8 bytes would be, which a decoder takes for U+FFFD) and a byte no UTF-8 holds
+BAD_URL_TEXT = {"%00": "NUL", "%ED%A0%80": "surrogate", "%FF": "UTF-8"}
+# a valid body for the routes that take one with a path parameter (the check must not be
+# masked by a missing body)
+BODIES = {
+    ("POST", "/feedback/{prediction_id}"): {"prdtypecode": 2583},
+    ("PATCH", "/users/{username}"): {},
+}
+
+
+def url_parameters(app) -> list[tuple[str, str, str, str]]:
+    """(method, route path, "path" or "query", parameter name) for every path and query
+    parameter of every operation the API documents."""
+    found = []
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            method = method.upper()
+            has_body = "requestBody" in operation
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] in ("path", "query"):
+                    if parameter["in"] == "path" and has_body:
+                        assert (method, path) in BODIES, f"a valid body for {method} {path}"
+                    found.append((method, path, parameter["in"], parameter["name"]))
+    return found
+
+
+def answer_to(client: TestClient, method: str, url: str, **kwargs) -> tuple[int, str]:
+    """Status and detail; an exception the app lets out is the 500 a server would send."""
+    try:
+        answer = client.request(method, url, **kwargs)
+    except Exception as exc:  # noqa: BLE001 (what the test reports)
+        return 500, f"{type(exc).__name__}: {str(exc)[:200]}"
+    try:
+        return answer.status_code, str(answer.json().get("detail"))
+    except ValueError:
+        return answer.status_code, answer.text[:200]
+
+
+def test_text_a_url_cannot_carry_is_refused_on_every_route(client):
+    """A NUL, a lone surrogate or a byte that is no UTF-8 in any path or query parameter of
+    any route, as each role: a 422 naming the parameter and the reason, never a 500 (the
+    database refuses a NUL), nor a lookup of the replaced text (a decoder's U+FFFD)."""
+    parameters = url_parameters(client.app)
+    routes = {(method, path) for method, path, *_ in parameters}
+    assert {("GET", "/users/{username}"), ("GET", "/products/similar")} <= routes
+    wrong = []
+    for role in PASSWORDS:
+        headers = login(client, role)
+        for method, path, where, name in parameters:
+            for bad, reason in BAD_URL_TEXT.items():
+                url = path
+                for other in re.findall(r"{(\w+)}", path):
+                    url = url.replace(f"{{{other}}}", f"x{bad}y" if other == name else "x")
+                if where == "query":
+                    url += f"?{name}=x{bad}y"
+                body = BODIES.get((method, path))
+                sent = {"headers": headers} | ({} if body is None else {"json": body})
+                code, detail = answer_to(client, method, url, **sent)
+                if not (code == 422 and reason in detail and name in detail):
+                    wrong.append(f"{role} {method} {url}: {code} {detail}")
+    assert not wrong, f"{len(wrong)} wrong answers:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("field", ["username", "password"])
+@pytest.mark.parametrize("bad", ["x\x00y", "x\ud800y"])
+def test_a_sign_in_with_text_the_database_cannot_take_is_refused(client, field, bad):
+    """The sign-in form looks the user name up: a NUL there is a 422 that names the field, not
+    a 500. A lone surrogate arrives as U+FFFD (the form decoder replaces what is no UTF-8):
+    no such account, a 401."""
+    form = {"username": "client", "password": PASSWORDS["client"]} | {field: bad}
+    encoded = urlencode(form, encoding="utf-8", errors="surrogatepass")
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    code, detail = answer_to(client, "POST", "/token", content=encoded, headers=headers)
+    if "\x00" in bad:
+        assert code == 422 and "NUL" in detail and field in detail, (code, detail)
+    else:
+        assert code == 401, (code, detail)

@@ -7,6 +7,7 @@ A data folder holds ``X_train_update.csv`` (features, unnamed index column), ``Y
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,20 +55,42 @@ class ChallengeLayout:
         return self.image_dir(subset) / image_name(imageid, productid)
 
 
+def read_challenge_csv(source: Path | bytes) -> pd.DataFrame:
+    """A CSV in the challenge layout (a path or its bytes), every field a string, missing text
+    an empty string, the first column the row id.
+
+    pandas' fast reader ends a field at a NUL character without a word; a file holding one is
+    read by the Python reader, which keeps it, so that validation names the row
+    (``nul_fields``) instead of using a cut text, id or label.
+    """
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    engine = "python" if b"\x00" in data else "c"
+    frame = pd.read_csv(
+        io.BytesIO(data), index_col=0, dtype=str, keep_default_na=False, engine=engine
+    )
+    frame.index = frame.index.astype(str)
+    frame.index.name = "row_id"
+    return frame
+
+
+def nul_fields(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """(row id, column, character position) of every field holding a NUL, the row id too."""
+    found = [(row_id, "row id", row_id.index("\x00")) for row_id in frame.index if "\x00" in row_id]
+    for column in frame.columns:
+        values = frame[column].astype(str)
+        for row_id, value in values[values.str.contains("\x00", regex=False)].items():
+            found.append((row_id, str(column), value.index("\x00")))
+    return found
+
+
 def read_features(path: Path) -> pd.DataFrame:
     """Read an X_*.csv keeping ids as strings and missing text as empty strings.
 
     Ids stay strings so that a malformed id is reported by validation instead of being coerced.
     """
-    frame = pd.read_csv(path, index_col=0, dtype=str, keep_default_na=False)
-    frame.index = frame.index.astype(str)
-    frame.index.name = "row_id"
-    return frame
+    return read_challenge_csv(path)
 
 
 def read_labels(path: Path) -> pd.DataFrame:
     """Read Y_train_*.csv as strings; label parsing and checks happen in validation."""
-    frame = pd.read_csv(path, index_col=0, dtype=str, keep_default_na=False)
-    frame.index = frame.index.astype(str)
-    frame.index.name = "row_id"
-    return frame
+    return read_challenge_csv(path)

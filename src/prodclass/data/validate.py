@@ -24,6 +24,7 @@ from prodclass.data.layout import (
     LABEL_COLUMN,
     ChallengeLayout,
     image_name,
+    nul_fields,
     read_features,
     read_labels,
 )
@@ -41,6 +42,7 @@ REJECTING = frozenset(
         "bad_label",
         "unknown_label",
         "no_text_no_image",
+        "nul_character",
     }
 )
 
@@ -112,6 +114,7 @@ def validate(
     report.n_rows = len(features)
 
     features = _drop_duplicate_ids(features, issues)
+    _check_nul(features, labels, issues)
     _check_ids(features, issues)
     if labels is not None:
         features["label"] = _check_labels(features, labels, issues, report)
@@ -210,6 +213,22 @@ def _drop_duplicate_ids(features: pd.DataFrame, issues: list[RowIssue]) -> pd.Da
     for row_id in features.index[duplicated]:
         issues.append(RowIssue(row_id, "duplicate_id", f"row id {row_id} appears more than once"))
     return features[~duplicated].copy()
+
+
+def _check_nul(features: pd.DataFrame, labels: pd.DataFrame | None, issues: list[RowIssue]) -> None:
+    """A NUL character in a field: no stored text can hold it, and a CSV reader would end the
+    field there (a cut title, id or label). The row is rejected, never cut."""
+    frames = [features] if labels is None else [features, labels.reindex(features.index)]
+    for frame in frames:
+        for row_id, column, position in nul_fields(frame.fillna("")):
+            issues.append(
+                RowIssue(
+                    row_id,
+                    "nul_character",
+                    f"{column} holds a NUL character (\\u0000) at character {position}: no "
+                    "stored text can hold it and a CSV reader would end the field there",
+                )
+            )
 
 
 def _check_ids(features: pd.DataFrame, issues: list[RowIssue]) -> None:

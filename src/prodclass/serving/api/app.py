@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
@@ -22,6 +22,7 @@ from prodclass.db.users import UserError
 from prodclass.models.base import NoEmbeddingError
 from prodclass.registry.model_registry import RegistryError
 from prodclass.serving import metrics
+from prodclass.serving.api.deps import storable_url
 from prodclass.serving.api.routes import (
     auth,
     feedback,
@@ -62,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Classify Rakuten catalogue products into their 27 product-type codes "
         "from a French title, description and photo.",
         lifespan=lifespan,
+        # before every route's own dependencies: no text a URL carries that cannot be taken
+        dependencies=[Depends(storable_url)],
     )
     for module in (
         system,

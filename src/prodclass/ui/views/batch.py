@@ -10,6 +10,7 @@ from pathlib import PurePosixPath
 import pandas as pd
 import streamlit as st
 
+from prodclass.data.layout import nul_fields, read_challenge_csv
 from prodclass.files import spreadsheet_safe_csv
 from prodclass.ui import session
 from prodclass.ui.views.common import label
@@ -20,9 +21,12 @@ COLUMNS = ["designation", "description", "productid", "imageid"]
 def read_products(csv: bytes) -> pd.DataFrame:
     """The uploaded CSV, refused with a reason when it is not in the challenge layout."""
     try:
-        rows = pd.read_csv(io.BytesIO(csv), index_col=0, dtype=str, keep_default_na=False)
+        rows = read_challenge_csv(csv)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"the file is not a readable CSV ({exc})") from None
+    if found := nul_fields(rows):  # the API refuses such a CSV; say where, before sending it
+        where = "; ".join(f"row {row}: {column} holds a NUL character" for row, column, _ in found)
+        raise ValueError(f"{where} (\\u0000, which no stored text can hold)")
     missing = [c for c in COLUMNS if c not in rows.columns]
     if missing:
         raise ValueError(f"the CSV lacks the columns {', '.join(missing)} (challenge layout)")

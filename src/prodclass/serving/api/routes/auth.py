@@ -15,7 +15,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from prodclass.db.users import authenticate
 from prodclass.serving import metrics
 from prodclass.serving.api.deps import AnyUser, ServicesDep, SessionDep
-from prodclass.serving.api.schemas import TokenOut
+from prodclass.serving.api.schemas import TokenOut, unstorable
 
 router = APIRouter(tags=["auth"])
 
@@ -34,6 +34,9 @@ def token(
     services: ServicesDep,
     session: SessionDep,
 ) -> TokenOut:
+    for field, text in (("username", form.username), ("password", form.password)):
+        if problem := unstorable(text):  # no account holds it; the database refuses a NUL
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{field} {problem}")
     throttle = services.login_throttle
     address = request.client.host if request.client else "unknown"
     wait = throttle.retry_after(form.username, address)
