@@ -23,8 +23,7 @@ from prodclass.data.validate import validate
 from prodclass.registry.model_registry import load_classifier
 from prodclass.registry.tracking import configure_mlflow
 from prodclass.settings import get_settings
-from prodclass.training.evaluate import MODALITIES
-from prodclass.training.latency import measure_latency
+from prodclass.training.latency import latency_by_modality
 
 
 def main() -> None:
@@ -43,12 +42,8 @@ def main() -> None:
     products = validate(data_dir, check_images=False).products
     print(f"{len(products)} labelled products from {data_dir}")
     print(f"{'rows':<11} {'batch':>5} {'p50 ms':>9} {'p95 ms':>9} {'products/s':>11} {'calls':>6}")
-    groups = {"all": products} | {m: products[products["modality"] == m] for m in MODALITIES}
-    for name, rows in groups.items():
-        if rows.empty:
-            print(f"{name:<11} no products")
-            continue
-        latency = measure_latency(model, rows, max_seconds=args.max_seconds)
+    by_group = latency_by_modality(model, products, max_seconds=args.max_seconds)
+    for name, latency in by_group.items():
         for batch, n in latency.items():
             size = batch.removeprefix("batch_")
             print(

@@ -216,3 +216,30 @@ def test_unknown_or_invalid_params_are_refused():
         create("late-fusion", {"ocr": "sometimes"})
     with pytest.raises(ValueError):
         create("late-fusion", {"variant": "resnet50"})
+
+
+def test_the_photo_member_alone_is_a_baseline_that_ignores_words(splits, tmp_path):
+    model = create("late-fusion", FAST | {"use_text": False})
+    model.fit(splits["train"])
+    assert model.text_svm is None and set(model.fusions) <= {"both", "ocr"}
+    rows = both_modality_rows(splits["test"], n=4)
+    np.testing.assert_allclose(
+        model.predict_proba(rows), model.predict_proba(rows.assign(text="")), atol=1e-6
+    )
+    text_only = rows.assign(image_path="")
+    prior = np.exp(model.log_prior)
+    np.testing.assert_allclose(model.predict_proba(text_only), np.tile(prior, (4, 1)), atol=1e-6)
+    loaded = load_model_dir(model.save(tmp_path / "photo"))
+    assert not (tmp_path / "photo" / TEXT_MEMBER_FILE).exists()
+    np.testing.assert_allclose(loaded.predict_proba(rows), model.predict_proba(rows), atol=1e-6)
+    assert set(model.embed(rows)) == {"image"}
+
+
+def test_the_params_yaml_section_is_valid(sample):
+    from tests.conftest import PROJECT_ROOT
+
+    from prodclass.params import load_params
+
+    section = load_params(PROJECT_ROOT / "params.yaml").family_params("late-fusion")
+    assert section["ocr"] == "off"  # a bare off would have been read as false
+    assert create("late-fusion", section).params == LateFusionParams(**section)

@@ -62,6 +62,7 @@ class LateFusionParams(FamilyParams):
     variant: Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"] = (
         "efficientnet-lite0"
     )
+    use_text: bool = True  # False: the photo member alone (products without a photo: prior)
     tta: bool = False  # photo features: mean of the original and the mirrored photo
     ocr: Literal["off", "photo_only", "all"] = "off"  # which photos Tesseract reads
     text_ngrams: Literal["word", "word+char"] = "word+char"
@@ -108,9 +109,17 @@ class LateFusionClassifier(ProductClassifier):
         self.ocr_cache_dir: Path | None = None  # None: state_dir/ocr-cache
 
     # ---- inputs -------------------------------------------------------------------------
+    def _text(self, products: pd.DataFrame) -> list[str]:
+        """Title + description ('' for every product when the text member is off)."""
+        if not self.params.use_text:
+            return [""] * len(products)
+        return [str(t) for t in products["text"]]
+
     def _words(self, products: pd.DataFrame) -> list[str]:
         """Title + description, plus the words on the photo where the ``ocr`` switch says."""
-        text = [str(t) for t in products["text"]]
+        text = self._text(products)
+        if not self.params.use_text:
+            return text
         photos = [str(p) for p in products["image_path"]]
         mode = self.params.ocr
         if mode == "off":
@@ -220,18 +229,20 @@ class LateFusionClassifier(ProductClassifier):
             np.float32
         )
         catalogue = self._catalogue()
-        text = [str(t) for t in train["text"]]
+        text = self._text(train)
         words = self._words(train)
         has_photo, features = self._photo_features(train)
         routes = self._routes(text, words, has_photo)
         has_words = np.asarray([bool(w) for w in words])
-        if not has_words.any() or not has_photo.any():
+        if (p.use_text and not has_words.any()) or not has_photo.any():
             raise ValueError("late-fusion needs training products with words and with a photo")
 
         word_rows = np.flatnonzero(has_words)
-        w_text = row_weights(labels[word_rows], p.class_weight, catalogue)
         oof_text = np.zeros((len(train), len(self.classes_)), np.float32)
-        oof_text[word_rows] = self._fit_text([words[r] for r in word_rows], y[word_rows], w_text)
+        if p.use_text:
+            w_text = row_weights(labels[word_rows], p.class_weight, catalogue)
+            words_fitted = [words[r] for r in word_rows]
+            oof_text[word_rows] = self._fit_text(words_fitted, y[word_rows], w_text)
         photo_rows = np.flatnonzero(has_photo)
         w_photo = row_weights(labels[photo_rows], p.class_weight, catalogue)
         oof_photo = np.zeros_like(oof_text)
@@ -298,13 +309,13 @@ class LateFusionClassifier(ProductClassifier):
 
     # ---- inference ----------------------------------------------------------------------
     def _require_trained(self) -> None:
-        if self.text_svm is None or self.photo_member is None:
+        if self.photo_member is None or (self.params.use_text and self.text_svm is None):
             raise RuntimeError("model is not trained")
 
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:
         self._require_trained()
         torch.set_num_threads(self.predict_threads)
-        text = [str(t) for t in products["text"]]
+        text = self._text(products)
         has_photo, features = self._photo_features(products)
         words = self._words(products)
         routes = self._routes(text, words, has_photo)
@@ -331,22 +342,27 @@ class LateFusionClassifier(ProductClassifier):
         photo features the photo member reads. Zero rows where the product lacks the input."""
         self._require_trained()
         torch.set_num_threads(self.predict_threads)
-        text = sparse.csr_matrix(self.text_features.transform([str(t) for t in products["text"]]))
+        assert self.photo_member is not None
+        out: dict[str, Any] = {}
+        if self.params.use_text:
+            texts = self._text(products)
+            out["text"] = sparse.csr_matrix(self.text_features.transform(texts))
         has_photo, features = self._photo_features(products)
         image = np.zeros((len(products), self.photo_member.linear.in_features), np.float32)
         if has_photo.any():
             image[has_photo] = features
-        return {"text": text, "image": image}
+        return out | {"image": image}
 
     # ---- artefact -----------------------------------------------------------------------
     def _save_files(self, path: Path) -> None:
         self._require_trained()
         assert self.photo_member is not None
-        joblib.dump(
-            {"features": self.text_features, "svm": self.text_svm},
-            path / TEXT_MEMBER_FILE,
-            compress=3,
-        )
+        if self.params.use_text:
+            joblib.dump(
+                {"features": self.text_features, "svm": self.text_svm},
+                path / TEXT_MEMBER_FILE,
+                compress=3,
+            )
         fusions = {
             route: {
                 "kind": f.kind,
@@ -369,8 +385,9 @@ class LateFusionClassifier(ProductClassifier):
         )
 
     def _load_files(self, path: Path) -> None:
-        text = joblib.load(path / TEXT_MEMBER_FILE)
-        self.text_features, self.text_svm = text["features"], text["svm"]
+        if self.params.use_text:
+            text = joblib.load(path / TEXT_MEMBER_FILE)
+            self.text_features, self.text_svm = text["features"], text["svm"]
         saved = torch.load(path / TORCH_FILE, weights_only=True)
         n_classes = len(self.classes_)
         self.photo_member = LinearSoftmax(int(saved["photo_dim"]), n_classes)
