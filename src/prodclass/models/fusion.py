@@ -10,15 +10,18 @@ members that never saw it), so they learn how good each member is on unseen prod
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.model_selection import StratifiedKFold
 
 from prodclass.models.linear_softmax import LinearSoftmax, fit_linear_softmax
 from prodclass.training.calibration import fit_temperature
 
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
+STACK_C_GRID = (0.001, 0.01, 0.1, 1.0)  # inverse L2 strengths the stacker chooses from
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -62,9 +65,37 @@ def fit_weighted(text: np.ndarray, photo: np.ndarray, y: np.ndarray) -> Fusion:
 
 
 def fit_stacked(
-    text: np.ndarray, photo: np.ndarray, y: np.ndarray, weights: np.ndarray, C: float, seed: int
+    text: np.ndarray, photo: np.ndarray, y: np.ndarray, weights: np.ndarray, seed: int
 ) -> Fusion:
-    """Logistic regression over [text, photo] log-probabilities, then a temperature."""
+    """Logistic regression over [text, photo] log-probabilities, then a temperature.
+
+    Its L2 strength and temperature come from a 5-fold CV over these rows: with 2 x 27 inputs
+    per class and a few hundred products, a lightly regularised stacker separates its training
+    rows, and a temperature fitted on them would be near 0 (every answer made certain)."""
     x = np.concatenate([text, photo], axis=1)
-    stacker = fit_linear_softmax(x, y, text.shape[1], C, sample_weight=weights, seed=seed)
-    return Fusion("stacked", stacker=stacker, temperature=fit_temperature(stacker.logits(x), y))
+    n_classes = text.shape[1]
+    folds = _folds(y, seed)
+    best: tuple[float, float, float] | None = None  # nll, C, T
+    for C in STACK_C_GRID if folds else (STACK_C_GRID[0],):
+        oof = np.zeros((len(y), n_classes), np.float32)
+        for train_rows, held_out in folds:
+            member = fit_linear_softmax(
+                x[train_rows], y[train_rows], n_classes, C, weights[train_rows], seed=seed
+            )
+            oof[held_out] = member.logits(x[held_out])
+        t = fit_temperature(oof, y) if folds else 1.0
+        candidate = (_nll(oof / t, y), C, t)
+        if best is None or candidate[0] < best[0]:
+            best = candidate
+    assert best is not None
+    stacker = fit_linear_softmax(x, y, n_classes, best[1], sample_weight=weights, seed=seed)
+    return Fusion("stacked", stacker=stacker, temperature=best[2])
+
+
+def _folds(y: np.ndarray, seed: int, k: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds of the fused rows ([] when a class-balanced split is impossible)."""
+    if len(y) < 2 * k or np.bincount(y).max() < k:
+        return []
+    with warnings.catch_warnings():  # a class rarer than k lands in fewer folds: fine
+        warnings.simplefilter("ignore", UserWarning)
+        return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(y, y))

@@ -72,8 +72,8 @@ class LateFusionParams(FamilyParams):
     class_weight: ClassWeight = "balanced"
     pseudo_labels: bool = False  # refit once with confident unlabelled products added
     pseudo_threshold: float = Field(0.9, gt=0, lt=1)
-    photo_C: float = Field(0.1, gt=0)  # inverse L2 strength of the photo member
-    stack_C: float = Field(1.0, gt=0)  # ... and of the stacker
+    photo_C: float = Field(0.1, gt=0)  # inverse L2 strength of the photo member (the stacker's
+    # is chosen by CV, fusion.py)
     tfidf: dict[str, Any] = {}  # TfidfLinearParams of the text member (C, n-gram ranges, ...)
     threads: int = Field(2, ge=1)
     seed: int = 42
@@ -269,7 +269,7 @@ class LateFusionClassifier(ProductClassifier):
             i = log_softmax(oof_photo[rows] / self.temperatures["image"])
             if p.fusion == "stacked":
                 weights = row_weights(labels[rows], p.class_weight, catalogue)
-                self.fusions[route] = fit_stacked(t, i, y[rows], weights, p.stack_C, p.seed)
+                self.fusions[route] = fit_stacked(t, i, y[rows], weights, p.seed)
             else:
                 self.fusions[route] = fit_weighted(t, i, y[rows])
             facts[f"fusion_weight_{route}"] = self.fusions[route].weight
