@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PRODCLASS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps test-deps install demo serve test lint format clean audit soak
+.PHONY: help system-deps test-deps install demo serve test lint format clean audit soak ablation
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -81,6 +81,11 @@ audit: install ## Check requirements.lock against known vulnerabilities (pip-aud
 
 soak: install ## Soak the API: 40 req/s for 4.5 min (10,800 predictions); latency, memory growth
 	$(BIN)/python bench/soak.py
+
+# Every late-fusion component and the baselines, cross-validated (hours on 2 cores; --heavy adds
+# the fine-tuned rows): docs/models.md quotes the table.
+ablation: install ## Cross-validate the baselines and each model component: reports/ablation.md
+	$(BIN)/python bench/ablation.py
 
 clean: ## Remove pipeline outputs and embedded state (keeps the virtualenv and tracked files)
 	rm -rf state data/prepared data/snapshot.json data/feedback models/candidate \

@@ -2,9 +2,11 @@
 network activations, words read on the photo) with a cold and with a warm cache, then the
 seconds per training epoch.
 
-Usage: .venv/bin/python bench/train_speed.py [--family NAME] [--epochs N] [--n-train N]
+Usage: .venv/bin/python bench/train_speed.py [--family NAME] [--params JSON] [--epochs N]
+                                             [--n-train N]
                                              [--data-dir DIR] [--save DIR]
     --family    default multimodal-effnet (its params.yaml section, if any, applies)
+    --params    JSON overrides of the family's params, e.g. '{"ocr": "photo_only"}'
     --epochs    epochs of the timed fit (default 3; early stopping may end it sooner)
     --n-train   first N rows of the shuffled train split (default: all of it)
     --data-dir  default: PRODCLASS_DATA_DIR (settings)
@@ -17,6 +19,7 @@ the fit that follows finds them warm and its epochs are timed alone. One line pe
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import tempfile
@@ -58,6 +61,7 @@ def epoch_seconds(history: list[dict[str, Any]], clock: EpochClock) -> tuple[int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="multimodal-effnet")
+    parser.add_argument("--params", type=json.loads, default={})
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--n-train", type=int, default=None)
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -86,7 +90,7 @@ def cold_and_warm(label: str, compute: Callable[[], object], n_photos: int) -> N
 
 def run(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
     settings = get_settings()
-    params = load_params(settings.params_file).family_params(args.family)
+    params = load_params(settings.params_file).family_params(args.family) | args.params
     model = create(args.family, params)
     if "epochs" in type(model.params).model_fields:
         model = create(args.family, params | {"epochs": args.epochs})
@@ -120,7 +124,25 @@ def run(args: argparse.Namespace, data_dir: Path, tmp: Path) -> None:
         trunk_activations(val_photos, trunk, cache, model.effnet_config, progress=False)
         model.cache = cache
 
-    if getattr(model.params, "ocr", False) and getattr(model.params, "use_text", True):
+    encoder = getattr(model, "encoder", None)  # late-fusion: frozen pooled photo features
+    if encoder is not None:
+        import torch
+
+        from prodclass.models.feature_cache import FeatureCache
+
+        torch.set_num_threads(model.params.threads)
+        cache = FeatureCache(settings.state_dir / "feature-cache")  # where the family looks
+        views = ("orig", "hflip") if model.params.tta else ("orig",)
+        cold_and_warm(
+            f"frozen photo features ({len(views)} views, {torch.get_num_threads()} threads)",
+            lambda: encoder.features(photos, views, cache),
+            len(photos),
+        )
+        model.cache = cache
+
+    if getattr(model.params, "ocr", False) not in (False, "off") and getattr(
+        model.params, "use_text", True
+    ):
         from prodclass.data.ocr import read_photos
 
         ocr_dir, workers = settings.state_dir / "ocr-cache", settings.ocr_workers

@@ -38,12 +38,15 @@ from prodclass.models.image_effnet import (
     encoder_version,
     load_pretrained_effnet,
 )
+from prodclass.models.member_outputs import aligned_logproba
 from prodclass.models.multimodal import (
     MultimodalConfig,
     MultimodalNet,
     fit_stack_gains,
     hide_one_modality,
 )
+from prodclass.models.photo_features import pooled_features
+from prodclass.models.product_words import ocr_words
 from prodclass.models.text_hashed import HashedTextConfig, pack, text_to_ids
 from prodclass.models.tfidf_linear import TfidfLinearClassifier, TfidfLinearParams
 from prodclass.training.torch_loop import (
@@ -154,26 +157,14 @@ class MultimodalEffnetClassifier(ProductClassifier):
         """(N_photo, V, D) pooled features of the untouched pretrained network: what the photo
         member reads. Cheap: only the last blocks run, over cached trunk activations."""
         if len(acts) == 0:  # no photo: nothing to run, no network to load
-            return np.zeros((0, acts.shape[1], 0), np.float32)
+            return pooled_features(None, acts)  # type: ignore[arg-type]
         if self._frozen_tail is None:
             tail = EffNetTail(load_pretrained_effnet(self.params.variant), self.effnet_config)
             self._frozen_tail = tail.requires_grad_(False).eval()
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(acts), 128):
-                chunk = torch.from_numpy(acts[start : start + 128].astype(np.float32))
-                n, v = chunk.shape[:2]
-                pooled = self._frozen_tail(chunk.flatten(0, 1))  # (n * V, D)
-                out.append(pooled.reshape(n, v, -1).numpy())
-        return np.concatenate(out)
+        return pooled_features(self._frozen_tail, acts)
 
     def _aligned_logproba(self, member_classes: np.ndarray, proba: np.ndarray) -> np.ndarray:
-        """(n, C) log of a member's (n, K) probabilities in this model's class order; a class
-        the member never saw gets the 1e-6 floor."""
-        index = {c: i for i, c in enumerate(self.classes_)}
-        out = np.full((len(proba), len(self.classes_)), 1e-6, dtype=np.float32)
-        out[:, [index[int(c)] for c in member_classes]] = proba
-        return np.log(np.clip(out, 1e-6, 1.0))
+        return aligned_logproba(self.classes_, member_classes, proba)
 
     def _photo_logproba(
         self, member: LogisticRegression | None, features: np.ndarray, has_image: np.ndarray
@@ -216,14 +207,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
     def _ocr_words(self, products: pd.DataFrame) -> list[str]:
         if not (self.params.ocr and self.params.use_text):
             return [""] * len(products)
-        from prodclass.data.ocr import read_photos
-
-        settings = _settings()
-        return read_photos(
-            list(products["image_path"]),
-            self.ocr_cache_dir or settings.state_dir / "ocr-cache",
-            workers=settings.ocr_workers,
-        )
+        return ocr_words(list(products["image_path"]), self.ocr_cache_dir)
 
     def _words(self, products: pd.DataFrame, ocr: list[str]) -> dict[str, list[str]]:
         text = list(products["text"])

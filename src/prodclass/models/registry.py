@@ -16,6 +16,7 @@ from prodclass.models.base import MODEL_CARD, ProductClassifier
 FAMILIES: dict[str, str] = {
     "tfidf-linear": "prodclass.models.tfidf_linear:TfidfLinearClassifier",
     "image-effnet": "prodclass.models.multimodal_effnet:ImageEffnetClassifier",
+    "late-fusion": "prodclass.models.late_fusion:LateFusionClassifier",
     "multimodal-effnet": "prodclass.models.multimodal_effnet:MultimodalEffnetClassifier",
     "multimodal-clip": "prodclass.models.multimodal_clip:MultimodalClipClassifier",
     "text-lstm": "prodclass.models.text_lstm:TextLstmClassifier",

@@ -25,6 +25,8 @@ PIPELINE_FILE = "pipeline.joblib"
 
 
 class TfidfLinearParams(FamilyParams):
+    analyzers: Literal["word", "word+char"] = "word+char"  # word n-grams, plus char n-grams
+    word_vectors: bool = False  # append the mean fr_core_news_md word vector (word_vectors.py)
     word_ngram_max: int = 2
     char_ngram_min: int = 2
     char_ngram_max: int = 5
@@ -48,43 +50,17 @@ class TfidfLinearClassifier(ProductClassifier):
         self.pipeline: Pipeline | None = None
 
     def _build(self) -> Pipeline:
+        return Pipeline([("tfidf", build_features(self.params)), ("clf", self._classifier())])
+
+    def _classifier(self) -> Any:
         p = self.params
-        features = FeatureUnion(
-            [
-                (
-                    "word",
-                    TfidfVectorizer(
-                        analyzer="word",
-                        ngram_range=(1, p.word_ngram_max),
-                        sublinear_tf=True,
-                        min_df=p.min_df,
-                        max_features=p.max_features_word,
-                        token_pattern=r"(?u)\b\w+\b",
-                    ),
-                ),
-                (
-                    "char",
-                    TfidfVectorizer(
-                        analyzer="char_wb",
-                        ngram_range=(p.char_ngram_min, p.char_ngram_max),
-                        sublinear_tf=True,
-                        min_df=p.min_df,
-                        max_features=p.max_features_char,
-                    ),
-                ),
-            ]
-        )
         if p.classifier == "logreg":
-            clf: Any = LogisticRegression(
+            return LogisticRegression(
                 C=p.C, class_weight=p.class_weight, max_iter=2000, random_state=p.seed
             )
-        else:
-            clf = CalibratedClassifierCV(
-                LinearSVC(C=p.C, class_weight=p.class_weight, random_state=p.seed),
-                method="sigmoid",
-                cv=p.calibration_folds,
-            )
-        return Pipeline([("tfidf", features), ("clf", clf)])
+        return CalibratedClassifierCV(
+            linear_classifier(p), method="sigmoid", cv=p.calibration_folds
+        )
 
     def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> dict[str, Any]:
         # Only products with text teach a text model: an empty string would otherwise learn
@@ -93,12 +69,13 @@ class TfidfLinearClassifier(ProductClassifier):
         if rows.empty:
             raise ValueError("tfidf-linear needs products with text; the training set has none")
         self.pipeline = self._build()
-        self.pipeline.fit(rows["text"].tolist(), rows["label"].astype(int).to_numpy())
+        # an optional ``weight`` column: per-product sample weights (e.g. a class-mix prior)
+        weights = {"clf__sample_weight": rows["weight"].to_numpy()} if "weight" in rows else {}
+        self.pipeline.fit(rows["text"].tolist(), rows["label"].astype(int).to_numpy(), **weights)
         self.classes_ = np.asarray(self.pipeline.classes_, dtype=np.int64)
-        vocab = self.pipeline.named_steps["tfidf"].transformer_list
         return {
             "n_train_text_rows": len(rows),
-            "n_features": int(sum(len(v.vocabulary_) for _, v in vocab)),
+            "n_features": feature_count(self.pipeline.named_steps["tfidf"]),
         }
 
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:
@@ -118,3 +95,55 @@ class TfidfLinearClassifier(ProductClassifier):
 
     def _load_files(self, path: Path) -> None:
         self.pipeline = joblib.load(path / PIPELINE_FILE)
+
+
+def build_features(p: TfidfLinearParams) -> FeatureUnion:
+    """The text features: TF-IDF word n-grams, char n-grams (``analyzers``) and, with
+    ``word_vectors``, the product's mean French word vector; each part L2-normalised."""
+    parts: list[tuple[str, Any]] = [
+        (
+            "word",
+            TfidfVectorizer(
+                analyzer="word",
+                ngram_range=(1, p.word_ngram_max),
+                sublinear_tf=True,
+                min_df=p.min_df,
+                max_features=p.max_features_word,
+                token_pattern=r"(?u)\b\w+\b",
+            ),
+        )
+    ]
+    if p.analyzers == "word+char":
+        parts.append(
+            (
+                "char",
+                TfidfVectorizer(
+                    analyzer="char_wb",
+                    ngram_range=(p.char_ngram_min, p.char_ngram_max),
+                    sublinear_tf=True,
+                    min_df=p.min_df,
+                    max_features=p.max_features_char,
+                ),
+            )
+        )
+    if p.word_vectors:
+        from prodclass.models.word_vectors import MeanWordVectors  # loads spaCy: only here
+
+        parts.append(("vectors", MeanWordVectors()))
+    return FeatureUnion(parts)
+
+
+def linear_classifier(p: TfidfLinearParams, class_weight: Any = "params") -> LinearSVC:
+    """The linear SVM of this family (``class_weight`` overrides the params' one)."""
+    weight = p.class_weight if class_weight == "params" else class_weight
+    return LinearSVC(C=p.C, class_weight=weight, random_state=p.seed)
+
+
+def feature_count(features: FeatureUnion) -> int:
+    """Width of the fitted feature union."""
+    return int(
+        sum(
+            len(t.vocabulary_) if hasattr(t, "vocabulary_") else t.width
+            for _, t in features.transformer_list
+        )
+    )

@@ -127,3 +127,21 @@ def latency_metrics(latency: Mapping[str, Mapping[str, Any]]) -> dict[str, float
         for key, value in numbers.items()
         if key != "calls"
     }
+
+
+def latency_by_modality(
+    model: ProductClassifier,
+    products: pd.DataFrame,
+    repeats: Mapping[int, int] = DEFAULT_REPEATS,
+    max_seconds: float = 5.0,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``measure_latency`` for all products as they come, then per ``modality`` group
+    (text_only, image_only, both); groups without products are left out."""
+    groups = {"all": products} | {
+        m: products[products["modality"] == m] for m in ("text_only", "image_only", "both")
+    }
+    return {
+        name: measure_latency(model, rows, repeats, max_seconds)
+        for name, rows in groups.items()
+        if not rows.empty
+    }

@@ -1,0 +1,60 @@
+"""Frozen pooled ImageNet features of a photo: what the photo members read.
+
+The whole pretrained EfficientNet-Lite runs frozen; its trunk activations are cached on disk
+by photo content, view and encoder (``feature_cache.py``), and only the 1x1 conv head and the
+global average pool run over them on a cache hit, so a photo is paid for once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from prodclass.models.feature_cache import FeatureCache, trunk_activations
+from prodclass.models.image_effnet import EffNetConfig, EffNetTail, EffNetTrunk, build_effnet
+
+
+def pooled_features(tail: EffNetTail, acts: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """(N, V, D) pooled features of (N, V, C, h, w) trunk activations through a frozen tail."""
+    if len(acts) == 0:
+        return np.zeros((0, acts.shape[1], 0), np.float32)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(acts), batch_size):
+            chunk = torch.from_numpy(acts[start : start + batch_size].astype(np.float32))
+            n, v = chunk.shape[:2]
+            out.append(tail(chunk.flatten(0, 1)).reshape(n, v, -1).numpy())
+    return np.concatenate(out)
+
+
+class FrozenPhotoEncoder:
+    """Pretrained ``variant``, split after its last block (nothing trainable): photos in,
+    (N, V, D) pooled features out, trunk activations cached. Loads the network lazily."""
+
+    def __init__(self, variant: str) -> None:
+        self.config = EffNetConfig(variant, trainable_blocks=0)
+        self._trunk: EffNetTrunk | None = None
+        self._tail: EffNetTail | None = None
+
+    def _parts(self) -> tuple[EffNetTrunk, EffNetTail]:
+        if self._trunk is None or self._tail is None:
+            trunk, tail = build_effnet(self.config)
+            self._trunk, self._tail = trunk, tail.requires_grad_(False).eval()
+        return self._trunk, self._tail
+
+    @property
+    def width(self) -> int:
+        return self._parts()[1].out_dim
+
+    def features(
+        self, paths: Sequence[str], views: Sequence[str], cache: FeatureCache | None
+    ) -> np.ndarray:
+        """(len(paths), len(views), D) float32; a missing or undecodable photo raises
+        ValueError naming it."""
+        trunk, tail = self._parts()
+        acts = trunk_activations(
+            paths, trunk, cache, self.config, views=views, progress=len(paths) > 64
+        )
+        return pooled_features(tail, acts)
