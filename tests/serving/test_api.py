@@ -100,7 +100,7 @@ def _predict(client: TestClient, headers: dict, data: dict, photo: bytes | None 
 def _check_answer(body: dict, served, inputs: str, k: int = 5) -> None:
     assert body["inputs"] == inputs
     assert body["model"]["version"] == served.multimodal_version
-    assert body["model"]["family"] == "multimodal-effnet"
+    assert body["model"]["family"] == "late-fusion"
     top = body["top"]
     assert (
         len(top) == k
