@@ -22,7 +22,7 @@ from mlflow.models import infer_signature
 
 from prodclass.models.base import MODEL_CARD, ProductClassifier
 from prodclass.models.registry import load_model_dir
-from prodclass.registry.pyfunc import MODEL_DIR_ARTIFACT, ProdclassPyfunc
+from prodclass.registry.pyfunc import MODEL_DIR_ARTIFACT, ProdclassPyfunc, predict_frame
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,9 @@ class RegistryError(RuntimeError):
 
 def log_model(classifier: ProductClassifier, model_dir: Path, example: pd.DataFrame) -> str:
     """Log a saved model folder as a pyfunc model of the active run; return its model URI."""
-    wrapper = ProdclassPyfunc()
-    wrapper.classifier = classifier
-    from prodclass.data.products import products_from_fields
+    from prodclass.serving.predictor import Predictor
 
-    output = pd.DataFrame(
-        {"prdtypecode": classifier.predict(products_from_fields(example)), "probability": 1.0}
-    )
+    output = predict_frame(Predictor(classifier, str(model_dir)), example)
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=ProdclassPyfunc(),

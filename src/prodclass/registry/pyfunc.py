@@ -18,22 +18,29 @@ MODEL_DIR_ARTIFACT = "model_dir"
 
 class ProdclassPyfunc(mlflow.pyfunc.PythonModel):
     """Input: columns designation, description, image (file path, may be empty).
-    Output: predicted prdtypecode and its probability."""
+    Output: predicted prdtypecode and its probability.
+
+    Predictions go through the API's predictor, so photos are checked and a product with
+    nothing to classify is refused (InvalidProductError) here as everywhere else."""
 
     def load_context(self, context: Any) -> None:
-        from prodclass.models.registry import load_model_dir
+        from prodclass.serving.predictor import Predictor
 
-        self.classifier = load_model_dir(Path(context.artifacts[MODEL_DIR_ARTIFACT]))
+        folder = Path(context.artifacts[MODEL_DIR_ARTIFACT])
+        self.predictor = Predictor.load_folder(folder, str(folder), None, "pyfunc")
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        from prodclass.data.products import products_from_fields
+        return predict_frame(self.predictor, model_input)
 
-        frame = products_from_fields(model_input)
-        probabilities = self.classifier.predict_proba(frame)
-        best = probabilities.argmax(axis=1)
-        return pd.DataFrame(
-            {
-                "prdtypecode": self.classifier.classes_[best],
-                "probability": probabilities.max(axis=1),
-            }
-        )
+
+def predict_frame(predictor: Any, raw: pd.DataFrame) -> pd.DataFrame:
+    """Best prdtypecode and its probability for each row of raw fields (see ``pyfunc``)."""
+    from prodclass.serving.predictor import product_inputs
+
+    answers = predictor.predict(product_inputs(raw), top_k=1)
+    return pd.DataFrame(
+        {
+            "prdtypecode": [a.prdtypecode for a in answers],
+            "probability": [a.top[0].probability for a in answers],
+        }
+    )

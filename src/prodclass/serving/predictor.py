@@ -45,6 +45,37 @@ class ProductInput:
     product_id: str | None = None
 
 
+def product_inputs(raw: pd.DataFrame) -> list[ProductInput]:
+    """Products from a frame of raw fields (``designation``, ``description``, ``image``: a photo
+    file path, may be empty; missing columns count as empty), photos read as bytes so that
+    they are checked like uploads. A photo path that cannot be read is an
+    InvalidProductError naming the product."""
+    n = len(raw)
+
+    def column(name: str) -> list[Any]:
+        return list(raw[name]) if name in raw else [""] * n
+
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else ""
+
+    products = []
+    for position, (designation, description, image, product_id) in enumerate(
+        zip(column("designation"), column("description"), column("image"), column("productid"))
+    ):
+        photo = None
+        if text(image):
+            try:
+                photo = Path(image).read_bytes()
+            except OSError as exc:
+                raise InvalidProductError(
+                    f"product {position}: photo {image!r} cannot be read ({exc.strerror})"
+                ) from exc
+        products.append(
+            ProductInput(text(designation), text(description), photo, text(product_id) or None)
+        )
+    return products
+
+
 @dataclass(frozen=True)
 class CategoryScore:
     prdtypecode: int
