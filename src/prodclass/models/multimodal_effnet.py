@@ -46,6 +46,7 @@ from prodclass.models.multimodal import (
 )
 from prodclass.models.text_hashed import HashedTextConfig, pack, text_to_ids
 from prodclass.models.tfidf_linear import TfidfLinearClassifier, TfidfLinearParams
+from prodclass.training.device import autocast, to_device
 from prodclass.training.torch_loop import (
     LoopConfig,
     checkpoint_path_for,
@@ -140,9 +141,11 @@ class MultimodalEffnetClassifier(ProductClassifier):
     # ---- inputs -------------------------------------------------------------------------
     def _trunk_model(self) -> EffNetTrunk:
         if self._trunk is None:
+            # float32 on every device (no autocast): cached activations must not depend on
+            # where they were computed beyond rounding
             self._trunk = EffNetTrunk(
                 load_pretrained_effnet(self.params.variant), self.effnet_config
-            )
+            ).to(self.device)
         return self._trunk
 
     def _members(self) -> int:
@@ -157,14 +160,14 @@ class MultimodalEffnetClassifier(ProductClassifier):
             return np.zeros((0, acts.shape[1], 0), np.float32)
         if self._frozen_tail is None:
             tail = EffNetTail(load_pretrained_effnet(self.params.variant), self.effnet_config)
-            self._frozen_tail = tail.requires_grad_(False).eval()
+            self._frozen_tail = tail.requires_grad_(False).eval().to(self.device)
         out = []
         with torch.inference_mode():
             for start in range(0, len(acts), 128):
                 chunk = torch.from_numpy(acts[start : start + 128].astype(np.float32))
                 n, v = chunk.shape[:2]
-                pooled = self._frozen_tail(chunk.flatten(0, 1))  # (n * V, D)
-                out.append(pooled.reshape(n, v, -1).numpy())
+                pooled = self._frozen_tail(chunk.flatten(0, 1).to(self.device))  # (n * V, D)
+                out.append(pooled.reshape(n, v, -1).cpu().numpy())
         return np.concatenate(out)
 
     def _aligned_logproba(self, member_classes: np.ndarray, proba: np.ndarray) -> np.ndarray:
@@ -383,9 +386,10 @@ class MultimodalEffnetClassifier(ProductClassifier):
         out = []
         with torch.inference_mode():
             for start in range(0, n, batch_size):
-                out.append(
-                    self.net(**self._batch(inp, np.arange(start, min(start + batch_size, n))))
-                )
+                rows = np.arange(start, min(start + batch_size, n))
+                batch = to_device(self._batch(inp, rows), self.device)
+                with autocast(self.device):
+                    out.append(self.net(**batch).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)), np.float32)
 
     def _training_rows(self, train: pd.DataFrame) -> pd.DataFrame:
@@ -444,6 +448,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
                 torch.from_numpy(y_train),
                 weights,
             )
+        self.net.to(self.device)  # after the gains' fit, which runs on the CPU tensors above
         tail_params = {id(q) for q in tail.parameters()} if tail is not None else set()
         groups = [
             {"params": [q for q in self.net.parameters() if id(q) not in tail_params], "lr": p.lr}
@@ -525,14 +530,15 @@ class MultimodalEffnetClassifier(ProductClassifier):
             joblib.dump(self.photo_member, path / PHOTO_MEMBER_FILE, compress=3)
 
     def _load_files(self, path: Path) -> None:
-        saved = torch.load(path / NET_FILE, weights_only=True)
+        # map_location: a model saved on a GPU loads on a CPU-only machine, and the reverse
+        saved = torch.load(path / NET_FILE, weights_only=True, map_location=self.device)
         config = json.loads(saved["config"])
         text = config.pop("text")
         config = MultimodalConfig(**config, text=HashedTextConfig(**text) if text else None)
         tail = None
         if config.image_dim:
             tail = EffNetTail(load_pretrained_effnet(self.params.variant), self.effnet_config)
-        self.net = MultimodalNet(config, tail)
+        self.net = MultimodalNet(config, tail).to(self.device)
         self.net.load_state_dict(saved["state_dict"])
         self.net.eval()
         self.temperature = float(saved["temperature"])
