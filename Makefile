@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PRODCLASS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps test-deps install demo serve test lint format clean audit soak ablation
+.PHONY: help system-deps test-deps install demo serve test lint format clean audit soak ablation bench-growth
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -78,6 +78,11 @@ audit: install ## Check requirements.lock against known vulnerabilities (pip-aud
 	$(BIN)/pip-audit --requirement requirements.lock --no-deps --disable-pip \
 		--progress-spinner off --format json --output $(VENV)/audit.json || true
 	$(BIN)/python .ci/audit_summary.py $(VENV)/audit.json
+
+# Time and peak memory of every stage at n = 500, 1,000, 2,000 and all sample products, the
+# fitted growth and the extrapolation to the full catalogue; the table goes to docs/models.md.
+bench-growth: install ## Measure how each stage's cost grows with n (about 20 min); table in docs/models.md
+	$(BIN)/python bench/cost_growth.py --docs docs/models.md
 
 soak: install ## Soak the API: 40 req/s for 4.5 min (10,800 predictions); latency, memory growth
 	$(BIN)/python bench/soak.py

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         default=2, ge=1, description="Threads used to decode-check images during validation."
     )
 
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Where the PyTorch families train, evaluate and serve: auto (CUDA when "
+        "present, else the CPU), cpu, or cuda (an error when no GPU is usable). On CUDA, "
+        "mixed precision and pinned memory are on.",
+    )
     ocr_workers: int = Field(
         default=2, ge=1, description="Parallel Tesseract processes reading text on photos."
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,12 @@ import torch
 
 from prodclass.data.images import open_image
 from prodclass.data.layout import ChallengeLayout, read_features, read_labels
-from prodclass.models.feature_cache import CacheKey, FeatureCache, trunk_activations
+from prodclass.models.feature_cache import (
+    CacheKey,
+    FeatureCache,
+    cache_activations,
+    trunk_activations,
+)
 from prodclass.models.image_effnet import (
     EffNetConfig,
     EffNetTail,
@@ -174,6 +180,42 @@ def test_cache_returns_what_the_trunk_computes_and_a_warm_pass_runs_no_trunk(
     files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert sorted({p.suffix for p in files}) == [".npy", ".txt"]
     assert sum(p.suffix == ".npy" for p in files) == 32
+
+
+def test_a_store_streams_the_cached_activations_in_bounded_memory(trunk, books, toys, tmp_path):
+    """Training reads trunk activations from the on-disk cache batch by batch: the store
+    gives what the trunk computed, and reading every photo costs the memory of one chunk,
+    not of all photos."""
+    paths = [str(p) for p in books + toys]  # 16 photos
+    views = ("orig", "hflip")
+    cache = FeatureCache(tmp_path / "cache")
+    in_memory = trunk_activations(paths, trunk, cache, CONFIG, views=views, progress=False)
+    store = cache_activations(paths, trunk, cache, CONFIG, views=views, progress=False)
+    assert len(store) == 16 and store.shape == trunk.out_shape
+    rows, picked = np.asarray([3, 0, 15, 7]), np.asarray([1, 0, 1, 0])
+    np.testing.assert_array_equal(store.take(rows, picked), in_memory[rows, picked])
+    np.testing.assert_array_equal(np.concatenate(list(store.chunks(5))), in_memory)
+
+    def streaming_peak(paths: list[str]) -> int:
+        part = cache_activations(paths, trunk, cache, CONFIG, views=views, progress=False)
+        tracemalloc.start()
+        try:
+            for chunk in part.chunks(2):
+                assert chunk.shape[0] <= 2
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    # four times the photos, the same memory (a chunk and np.load's buffers); in memory, the
+    # 16 photos take 602 KB
+    few, many = streaming_peak(paths[:4]), streaming_peak(paths)
+    assert many < 1.2 * few, f"streaming 4 photos peaked at {few} bytes, 16 at {many}"
+    assert many < in_memory.nbytes / 2
+
+    # an entry removed while in use is named, not silently zeroed
+    cache.path(CacheKey(store.shas[0], "orig", store.encoder_version)).unlink()
+    with pytest.raises(RuntimeError, match="vanished or changed"):
+        store.take(np.asarray([0]), np.asarray([0]))
 
 
 def test_cache_key_follows_everything_that_changes_activations(tmp_path):

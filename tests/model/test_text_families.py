@@ -23,6 +23,7 @@ from prodclass.models import text_lstm
 from prodclass.models.base import ProductClassifier
 from prodclass.models.registry import create, load_model_dir
 from prodclass.settings import get_settings
+from prodclass.training.device import DeviceUnavailableError
 
 # quick settings: the defaults aim at a minute of training, a test at a few seconds
 LSTM = {"max_tokens": 48, "hidden": 64, "epochs": 6, "threads": 1}
@@ -161,6 +162,28 @@ def test_save_and_load_give_identical_predictions(
     finally:
         shutil.move(hidden, tiny_backbone)
     assert list(loaded.classes_) == list(model.classes_)
+
+
+def test_a_saved_model_loads_onto_the_configured_device(splits, model, tmp_path, monkeypatch):
+    """The folder is read with map_location onto PRODCLASS_DEVICE: here the CPU (auto on a
+    machine without a GPU); an explicit cuda without CUDA is refused with the reason."""
+    val = splits[1].head(40)
+    saved = model.save(tmp_path / "m")
+    monkeypatch.setenv("PRODCLASS_DEVICE", "auto")
+    get_settings.cache_clear()
+    try:
+        loaded = load_model_dir(saved)
+    finally:
+        get_settings.cache_clear()
+    expected = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert loaded.device == expected
+    assert {q.device.type for q in loaded.net.parameters()} == {expected.type}
+    cpu = load_model_dir(saved, device="cpu")
+    assert {q.device.type for q in cpu.net.parameters()} == {"cpu"}
+    assert np.allclose(cpu.predict_proba(val), model.predict_proba(val), atol=1e-5)
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailableError, match="PRODCLASS_DEVICE=cuda"):
+            load_model_dir(saved, device="cuda")
 
 
 def test_transformer_beats_chance_on_validation_text(splits, transformer):

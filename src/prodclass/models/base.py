@@ -11,13 +11,16 @@ import platform
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 import prodclass
+
+if TYPE_CHECKING:  # torch stays unimported for the families that do not need it
+    import torch
 
 MODEL_CARD = "model.json"
 
@@ -52,6 +55,19 @@ class ProductClassifier(ABC):
         # Intra-op CPU threads for predictions. The API sets it (one per prediction worker
         # beats more on a small CPU); None means the family's training ``threads`` parameter.
         self.inference_threads: int | None = None
+        # PRODCLASS_DEVICE value the PyTorch families train and predict on ("auto", "cpu",
+        # "cuda"); None: the setting. Resolved once, on first use (``device``).
+        self.device_setting: str | None = None
+        self._device: torch.device | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device of this model (see ``prodclass.training.device``)."""
+        if self._device is None:
+            from prodclass.training.device import resolve_device
+
+            self._device = resolve_device(self.device_setting)
+        return self._device
 
     @property
     def predict_threads(self) -> int:
@@ -94,8 +110,11 @@ class ProductClassifier(ABC):
         return path
 
     @classmethod
-    def load(cls, path: Path) -> ProductClassifier:
+    def load(cls, path: Path, device: str | None = None) -> ProductClassifier:
+        """The model of folder ``path``; PyTorch families put their weights on ``device``
+        (a PRODCLASS_DEVICE value; None: the setting), whatever device saved them."""
         card = json.loads((path / MODEL_CARD).read_text())
         model = cls(cls.Params(**card["params"]), classes=card["classes"])
+        model.device_setting = device
         model._load_files(path)
         return model

@@ -117,10 +117,11 @@ class MultimodalNet(nn.Module):
             t = self.text_proj(self.text_encoder(text_ids, text_offsets))  # (B, H)
             parts.append(t * any_words)
         if self.image_tail is not None:
-            i = torch.zeros(batch, self.config.hidden)  # (B, H)
+            i = torch.zeros(batch, self.config.hidden, device=has_image.device)  # (B, H)
             photo_rows = has_image.nonzero().squeeze(1)  # (B_img,)
             if len(photo_rows) > 0:
-                i = i.index_copy(0, photo_rows, self.image_proj(self.image_tail(image_act)))
+                projected = self.image_proj(self.image_tail(image_act))  # float16 in autocast
+                i = i.to(projected.dtype).index_copy(0, photo_rows, projected)
             parts.append(i)
         if self.stack_proj is not None:
             parts.append(self.stack_proj(stacked))

@@ -30,6 +30,7 @@ from torch import nn
 from prodclass.data.images import ImageError, open_image
 from prodclass.models.base import FamilyParams, ProductClassifier
 from prodclass.models.multimodal import fusion_head, hide_one_modality
+from prodclass.training.device import autocast, to_device
 from prodclass.training.torch_loop import (
     LoopConfig,
     checkpoint_path_for,
@@ -242,18 +243,20 @@ class ClipFusionNet(nn.Module):
         has_image: torch.Tensor,  # (B,) bool; has_image.sum() == B_img
     ) -> torch.Tensor:
         batch, h = has_text.shape[0], self.config.hidden
-        t = torch.zeros(batch, h)  # (B, H) zeros stand for "no text"
+        t = torch.zeros(batch, h, device=has_text.device)  # (B, H) zeros stand for "no text"
         text_rows = has_text.nonzero().squeeze(1)  # (B_txt,)
         if len(text_rows) > 0:
             emb = self.clip.get_text_features(
                 input_ids=input_ids, attention_mask=attention_mask
             ).pooler_output  # (B_txt, text_dim)
-            t = t.index_copy(0, text_rows, self.text_proj(emb))
-        i = torch.zeros(batch, h)  # (B, H)
+            projected = self.text_proj(emb)  # float16 under CUDA autocast
+            t = t.to(projected.dtype).index_copy(0, text_rows, projected)
+        i = torch.zeros(batch, h, device=has_image.device)  # (B, H)
         photo_rows = has_image.nonzero().squeeze(1)  # (B_img,)
         if len(photo_rows) > 0:
             emb = self.clip.get_image_features(pixel_values=pixel_values).pooler_output
-            i = i.index_copy(0, photo_rows, self.image_proj(emb))  # emb: (B_img, image_dim)
+            projected = self.image_proj(emb)  # (B_img, H) from emb: (B_img, image_dim)
+            i = i.to(projected.dtype).index_copy(0, photo_rows, projected)
         flags = torch.stack([has_text, has_image], dim=1).float()  # (B, 2)
         return self.head(torch.cat([t, i, flags], dim=1))  # (B, n_classes)
 
@@ -325,7 +328,7 @@ class MultimodalClipClassifier(ProductClassifier):
         limit = getattr(clip.config.text_config, "max_position_embeddings", None)
         max_tokens = min(self.params.max_text_tokens, limit or self.params.max_text_tokens)
         self.inputs = ClipInputs(tokenizer, processor, max_tokens)
-        self.net = ClipFusionNet(clip, config)
+        self.net = ClipFusionNet(clip, config).to(self.device)
         return self.net
 
     def _batch(
@@ -361,7 +364,9 @@ class MultimodalClipClassifier(ProductClassifier):
         with torch.inference_mode():
             for start in range(0, len(products), batch_size):
                 rows = np.arange(start, min(start + batch_size, len(products)))
-                out.append(self.net(**self._batch(products, rows)))
+                batch = to_device(self._batch(products, rows), self.device)
+                with autocast(self.device):
+                    out.append(self.net(**batch).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)), np.float32)
 
     # ---- training -----------------------------------------------------------------------
@@ -453,12 +458,13 @@ class MultimodalClipClassifier(ProductClassifier):
                 has_text, has_image = rows[texts[rows] != ""], rows[paths[rows] != ""]
                 if len(has_text):
                     ids, mask = self.inputs.tokens([str(t) for t in texts[has_text]])
+                    ids, mask = ids.to(self.device), mask.to(self.device)
                     emb = clip.get_text_features(input_ids=ids, attention_mask=mask)
-                    out["text"][has_text] = emb.pooler_output.numpy()
+                    out["text"][has_text] = emb.pooler_output.float().cpu().numpy()
                 if len(has_image):
                     pixels = self.inputs.pixels([str(p) for p in paths[has_image]])
-                    emb = clip.get_image_features(pixel_values=pixels)
-                    out["image"][has_image] = emb.pooler_output.numpy()
+                    emb = clip.get_image_features(pixel_values=pixels.to(self.device))
+                    out["image"][has_image] = emb.pooler_output.float().cpu().numpy()
         return out
 
     # ---- artefact -----------------------------------------------------------------------
@@ -481,7 +487,8 @@ class MultimodalClipClassifier(ProductClassifier):
         )
 
     def _load_files(self, path: Path) -> None:
-        saved = torch.load(path / HEAD_FILE, weights_only=True)
+        # map_location: a model saved on a GPU loads on a CPU-only machine, and the reverse
+        saved = torch.load(path / HEAD_FILE, weights_only=True, map_location=self.device)
         config = ClipFusionConfig(**json.loads(saved["config"]))
         net = self._build(str(path / BACKBONE_DIR), config)
         missing, unexpected = net.load_state_dict(saved["state_dict"], strict=False)

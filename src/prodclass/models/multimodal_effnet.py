@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from prodclass.models.base import FamilyParams, ProductClassifier
-from prodclass.models.feature_cache import FeatureCache, trunk_activations
+from prodclass.models.feature_cache import ActivationStore, FeatureCache, cache_activations
 from prodclass.models.image_effnet import (
     EffNetConfig,
     EffNetTail,
@@ -49,6 +49,7 @@ from prodclass.models.photo_features import pooled_features
 from prodclass.models.product_words import ocr_words
 from prodclass.models.text_hashed import HashedTextConfig, pack, text_to_ids
 from prodclass.models.tfidf_linear import TfidfLinearClassifier, TfidfLinearParams
+from prodclass.training.device import autocast, to_device
 from prodclass.training.torch_loop import (
     LoopConfig,
     checkpoint_path_for,
@@ -105,7 +106,8 @@ class _Inputs:
     has_image: np.ndarray  # (N,) bool
     has_ocr: np.ndarray  # (N,) bool: words were read on the photo
     photo_index: np.ndarray  # (N,) row of each product in acts (-1: no photo)
-    acts: np.ndarray  # (N_photo, V, C, h, w) float16 trunk activations
+    acts: ActivationStore | None  # (N_photo, V, C, h, w) trunk activations, on disk (None: no
+    # photo); each batch reads its own rows, so memory does not grow with the catalogue
     photo_features: np.ndarray | None  # (N_photo, V, D) frozen pooled features (photo member)
     ids: dict[str, list[list[int]]]  # variant -> per-product n-gram ids
     stacked: dict[str, np.ndarray]  # variant -> (N, members * C) member log-probabilities
@@ -143,25 +145,38 @@ class MultimodalEffnetClassifier(ProductClassifier):
     # ---- inputs -------------------------------------------------------------------------
     def _trunk_model(self) -> EffNetTrunk:
         if self._trunk is None:
+            # float32 on every device (no autocast): cached activations must not depend on
+            # where they were computed beyond rounding
             self._trunk = EffNetTrunk(
                 load_pretrained_effnet(self.params.variant), self.effnet_config
-            )
+            ).to(self.device)
         return self._trunk
+
+    def cache_photo_features(self, paths: list[str]) -> ActivationStore:
+        """Compute into the feature cache the trunk activations this configuration reads for
+        ``paths``, under every training view (what a fit would compute first). Partitioned
+        pipeline assets call it per photo shard, so workers fill the cache the models read."""
+        cache = self.cache or FeatureCache(_settings().state_dir / "feature-cache")
+        return cache_activations(
+            paths, self._trunk_model(), cache, self.effnet_config, views=self.params.views,
+            progress=False,
+        )  # fmt: skip
 
     def _members(self) -> int:
         """How many stacked members this configuration has (0, 1 or 2)."""
         p = self.params
         return int(p.use_text and p.stack_tfidf) + int(p.use_image and p.stack_photo)
 
-    def _frozen_features(self, acts: np.ndarray) -> np.ndarray:
+    def _frozen_features(self, acts: ActivationStore | None, views: int) -> np.ndarray:
         """(N_photo, V, D) pooled features of the untouched pretrained network: what the photo
-        member reads. Cheap: only the last blocks run, over cached trunk activations."""
-        if len(acts) == 0:  # no photo: nothing to run, no network to load
-            return pooled_features(None, acts)  # type: ignore[arg-type]
+        member reads. Cheap: only the last blocks run, over cached trunk activations streamed
+        from disk 128 photos at a time (D = 1280 floats per photo and view stay in memory)."""
+        if acts is None or len(acts) == 0:  # no photo: nothing to run, no network to load
+            return np.zeros((0, views, 0), np.float32)
         if self._frozen_tail is None:
             tail = EffNetTail(load_pretrained_effnet(self.params.variant), self.effnet_config)
-            self._frozen_tail = tail.requires_grad_(False).eval()
-        return pooled_features(self._frozen_tail, acts)
+            self._frozen_tail = tail.requires_grad_(False).eval().to(self.device)
+        return pooled_features(self._frozen_tail, acts.chunks(128), views, self.device)
 
     def _aligned_logproba(self, member_classes: np.ndarray, proba: np.ndarray) -> np.ndarray:
         return aligned_logproba(self.classes_, member_classes, proba)
@@ -219,15 +234,15 @@ class MultimodalEffnetClassifier(ProductClassifier):
 
     def _activations(
         self, products: pd.DataFrame, views: tuple[str, ...]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Which products have a photo the model reads, and the photos' cached trunk
-        activations (N_photo, V, C, h, w)."""
+    ) -> tuple[np.ndarray, ActivationStore | None]:
+        """Which products have a photo the model reads, and the photos' trunk activations
+        (N_photo, V, C, h, w), computed into the on-disk cache and read back on demand."""
         has_image = (products["image_path"] != "").to_numpy() & self.params.use_image
-        acts = np.zeros((0, len(views), 1, 1, 1), dtype=np.float16)
+        acts = None
         if has_image.any():
             cache = self.cache or FeatureCache(_settings().state_dir / "feature-cache")
             paths = list(products["image_path"][has_image])
-            acts = trunk_activations(
+            acts = cache_activations(
                 paths,
                 self._trunk_model(),
                 cache,
@@ -265,7 +280,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
                 parts[v].append(text_parts[v])
         features = None
         if self.params.use_image and self.params.stack_photo:
-            features = self._frozen_features(acts)
+            features = self._frozen_features(acts, len(views))
             if oof_stack:
                 labels = np.asarray([int(c) for c in products["label"]])
                 photo = self._oof_photo_logproba(labels, features, has_image)
@@ -349,7 +364,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
         batch = {
             "text_ids": ids,
             "text_offsets": offsets,
-            "image_act": torch.from_numpy(inp.acts[act_rows, act_views].astype(np.float32)),
+            "image_act": torch.from_numpy(self._photo_acts(inp, act_rows, act_views)),
             "has_text": torch.from_numpy(has_text),
             "has_image": torch.from_numpy(has_image),
             "has_ocr": torch.from_numpy(has_ocr),
@@ -360,6 +375,13 @@ class MultimodalEffnetClassifier(ProductClassifier):
             )
         return batch
 
+    @staticmethod
+    def _photo_acts(inp: _Inputs, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
+        """(b, C, h, w) float32 activations of a batch's photos, read from the cache now."""
+        if inp.acts is None or len(rows) == 0:
+            return np.zeros((0, 1, 1, 1), np.float32)
+        return inp.acts.take(rows, views).astype(np.float32)
+
     def _logits(self, inp: _Inputs, batch_size: int = 256) -> np.ndarray:
         assert self.net is not None
         self.net.eval()
@@ -367,9 +389,10 @@ class MultimodalEffnetClassifier(ProductClassifier):
         out = []
         with torch.inference_mode():
             for start in range(0, n, batch_size):
-                out.append(
-                    self.net(**self._batch(inp, np.arange(start, min(start + batch_size, n))))
-                )
+                rows = np.arange(start, min(start + batch_size, n))
+                batch = to_device(self._batch(inp, rows), self.device)
+                with autocast(self.device):
+                    out.append(self.net(**batch).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)), np.float32)
 
     def _training_rows(self, train: pd.DataFrame) -> pd.DataFrame:
@@ -428,6 +451,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
                 torch.from_numpy(y_train),
                 weights,
             )
+        self.net.to(self.device)  # after the gains' fit, which runs on the CPU tensors above
         tail_params = {id(q) for q in tail.parameters()} if tail is not None else set()
         groups = [
             {"params": [q for q in self.net.parameters() if id(q) not in tail_params], "lr": p.lr}
@@ -481,7 +505,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
         if self.params.use_image:
             torch.set_num_threads(self.predict_threads)
             has_image, acts = self._activations(products, ("orig",))
-            features = self._frozen_features(acts)[:, 0]  # (N_photo, D)
+            features = self._frozen_features(acts, 1)[:, 0]  # (N_photo, D)
             width = features.shape[1] if len(features) else self._photo_width()
             if width:
                 image = np.zeros((len(products), width), np.float32)
@@ -509,14 +533,15 @@ class MultimodalEffnetClassifier(ProductClassifier):
             joblib.dump(self.photo_member, path / PHOTO_MEMBER_FILE, compress=3)
 
     def _load_files(self, path: Path) -> None:
-        saved = torch.load(path / NET_FILE, weights_only=True)
+        # map_location: a model saved on a GPU loads on a CPU-only machine, and the reverse
+        saved = torch.load(path / NET_FILE, weights_only=True, map_location=self.device)
         config = json.loads(saved["config"])
         text = config.pop("text")
         config = MultimodalConfig(**config, text=HashedTextConfig(**text) if text else None)
         tail = None
         if config.image_dim:
             tail = EffNetTail(load_pretrained_effnet(self.params.variant), self.effnet_config)
-        self.net = MultimodalNet(config, tail)
+        self.net = MultimodalNet(config, tail).to(self.device)
         self.net.load_state_dict(saved["state_dict"])
         self.net.eval()
         self.temperature = float(saved["temperature"])

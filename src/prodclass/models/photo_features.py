@@ -7,7 +7,7 @@ global average pool run over them on a cache hit, so a photo is paid for once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,17 +16,29 @@ from prodclass.models.feature_cache import FeatureCache, trunk_activations
 from prodclass.models.image_effnet import EffNetConfig, EffNetTail, EffNetTrunk, build_effnet
 
 
-def pooled_features(tail: EffNetTail, acts: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """(N, V, D) pooled features of (N, V, C, h, w) trunk activations through a frozen tail."""
-    if len(acts) == 0:
-        return np.zeros((0, acts.shape[1], 0), np.float32)
+def pooled_features(
+    tail: EffNetTail,
+    chunks: Iterable[np.ndarray],
+    views: int,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """(N, V, D) pooled features of trunk activations given as consecutive (n, V, C, h, w)
+    chunks (an array's slices, or an ``ActivationStore`` streaming them from disk), through a
+    frozen tail on ``device``; only one chunk is in memory at a time."""
     out = []
     with torch.inference_mode():
-        for start in range(0, len(acts), batch_size):
-            chunk = torch.from_numpy(acts[start : start + batch_size].astype(np.float32))
+        for block in chunks:
+            chunk = torch.from_numpy(block.astype(np.float32))
             n, v = chunk.shape[:2]
-            out.append(tail(chunk.flatten(0, 1)).reshape(n, v, -1).numpy())
-    return np.concatenate(out)
+            pooled = tail(chunk.flatten(0, 1).to(device or "cpu"))  # (n * V, D)
+            out.append(pooled.reshape(n, v, -1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, views, 0), np.float32)
+
+
+def array_chunks(acts: np.ndarray, size: int = 128) -> Iterator[np.ndarray]:
+    """Consecutive slices of ``size`` photos of an in-memory activation array."""
+    for start in range(0, len(acts), size):
+        yield acts[start : start + size]
 
 
 class FrozenPhotoEncoder:
@@ -57,4 +69,4 @@ class FrozenPhotoEncoder:
         acts = trunk_activations(
             paths, trunk, cache, self.config, views=views, progress=len(paths) > 64
         )
-        return pooled_features(tail, acts)
+        return pooled_features(tail, array_chunks(acts), len(views))

@@ -44,10 +44,11 @@ def create(name: str, params: dict[str, Any] | None = None) -> ProductClassifier
     return cls(cls.Params(**(params or {})))
 
 
-def load_model_dir(path: Path) -> ProductClassifier:
-    """Load a saved model folder, whatever its family."""
+def load_model_dir(path: Path, device: str | None = None) -> ProductClassifier:
+    """Load a saved model folder, whatever its family, onto ``device`` (a PRODCLASS_DEVICE
+    value; None: the setting)."""
     card_path = Path(path) / MODEL_CARD
     if not card_path.is_file():
         raise FileNotFoundError(f"{path} is not a prodclass model folder (no {MODEL_CARD})")
     family = json.loads(card_path.read_text())["family"]
-    return family_class(family).load(Path(path))
+    return family_class(family).load(Path(path), device=device)

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from prodclass.models.base import FamilyParams, ProductClassifier
+from prodclass.training.device import autocast, to_device
 from prodclass.training.torch_loop import (
     Batch,
     LoopConfig,
@@ -205,10 +206,13 @@ class BiLstmNet(nn.Module):
         steps = ids.shape[1]
         x = self.embed_dropout(self.embed(ids))  # (B, T, E)
         # packed, so the backward direction starts at the last real word, not at padding
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        # packing reads the lengths on the CPU, whatever device the batch is on
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         h, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)  # (B, T, 2H)
-        real = (torch.arange(steps)[None, :] < lengths[:, None]).unsqueeze(-1)  # (B, T, 1)
+        lengths = lengths.to(ids.device)
+        positions = torch.arange(steps, device=ids.device)
+        real = (positions[None, :] < lengths[:, None]).unsqueeze(-1)  # (B, T, 1)
         max_pool = h.masked_fill(~real, float("-inf")).max(dim=1).values  # (B, 2H)
         mean_pool = (h * real).sum(dim=1) / lengths[:, None].to(h.dtype)  # (B, 2H)
         return self.head(self.dropout(torch.cat([max_pool, mean_pool], dim=1)))  # (B, C)
@@ -240,7 +244,9 @@ class TextLstmClassifier(ProductClassifier):
         out = []
         with torch.inference_mode():
             for start in range(0, len(id_lists), batch_size):
-                out.append(self.net(**pad_batch(id_lists[start : start + batch_size])))
+                batch = to_device(pad_batch(id_lists[start : start + batch_size]), self.device)
+                with autocast(self.device):
+                    out.append(self.net(**batch).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)), np.float32)
 
     def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> dict[str, Any]:
@@ -284,6 +290,7 @@ class TextLstmClassifier(ProductClassifier):
         self.net = BiLstmNet(config)
         with torch.no_grad():
             self.net.embed.weight.copy_(torch.from_numpy(table))
+        self.net.to(self.device)
 
         embed_params = list(self.net.embed.parameters())
         embed_ids = {id(q) for q in embed_params}
@@ -354,11 +361,12 @@ class TextLstmClassifier(ProductClassifier):
         )
 
     def _load_files(self, path: Path) -> None:
-        saved = torch.load(path / NET_FILE, weights_only=True)
-        self.net = BiLstmNet(LstmConfig(**saved["config"]))
+        # map_location: a model saved on a GPU loads on a CPU-only machine, and the reverse
+        saved = torch.load(path / NET_FILE, weights_only=True, map_location=self.device)
+        self.net = BiLstmNet(LstmConfig(**saved["config"])).to(self.device)
         self.net.load_state_dict(saved["state_dict"])
         self.net.eval()
         self.vocabulary = list(saved["vocabulary"])
         self._index = {w: i for i, w in enumerate(self.vocabulary)}
-        self.prior = saved["prior"].numpy()
+        self.prior = saved["prior"].cpu().numpy()
         self.temperature = float(saved["temperature"])

@@ -20,6 +20,7 @@ from torch import nn
 
 from prodclass.models.base import FamilyParams, ProductClassifier
 from prodclass.models.text_lstm import class_prior, data_key, label_indices, torch_threads
+from prodclass.training.device import autocast, to_device
 from prodclass.training.torch_loop import (
     Batch,
     LoopConfig,
@@ -128,7 +129,9 @@ class TextTransformerClassifier(ProductClassifier):
         out = []
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                out.append(self.net(**self._encode(texts[start : start + batch_size])))
+                batch = to_device(self._encode(texts[start : start + batch_size]), self.device)
+                with autocast(self.device):
+                    out.append(self.net(**batch).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)), np.float32)
 
     def fit(self, train: pd.DataFrame, val: pd.DataFrame | None = None) -> dict[str, Any]:
@@ -156,7 +159,7 @@ class TextTransformerClassifier(ProductClassifier):
         y_train = label_indices(rows["label"], self.classes_)
         y_val = label_indices(val_rows["label"], self.classes_)
         self.prior = class_prior(y_train, n_classes)
-        self.net = EncoderClassifier(encoder, n_classes, p.dropout, p.pooling)
+        self.net = EncoderClassifier(encoder, n_classes, p.dropout, p.pooling).to(self.device)
 
         head = [q for name, q in self.net.named_parameters() if not name.startswith("encoder.")]
         optimizer = torch.optim.AdamW(
@@ -226,11 +229,12 @@ class TextTransformerClassifier(ProductClassifier):
         )
 
     def _load_files(self, path: Path) -> None:
-        saved = torch.load(path / HEAD_FILE, weights_only=True)
+        # map_location: a model saved on a GPU loads on a CPU-only machine, and the reverse
+        saved = torch.load(path / HEAD_FILE, weights_only=True, map_location=self.device)
         self.tokenizer, encoder = load_backbone(path / ENCODER_DIR)
         n_classes = int(saved["head"]["weight"].shape[0])
         self.net = EncoderClassifier(encoder, n_classes, self.params.dropout, saved["pooling"])
         self.net.head.load_state_dict(saved["head"])
-        self.net.eval()
-        self.prior = saved["prior"].numpy()
+        self.net.to(self.device).eval()
+        self.prior = saved["prior"].cpu().numpy()
         self.temperature = float(saved["temperature"])

@@ -5,6 +5,10 @@
   decides what is stale and versions every output; Dagster orders, runs, records and triggers.
 - jobs: ``training`` (the lifecycle), ``retraining`` (the same, started by the sensor: the
   ``feedback`` stage brings the newly reviewed products in) and ``drift_check``.
+- ``photo_caches`` assets (``photo_shards.py``): the trunk activations and OCR of each photo
+  shard (8 partitions by a hash of the file name), and their ``photo_caches`` job; a backfill
+  of all shards fills the caches training reads, one run per shard, spread over workers by the
+  deployment's run launcher.
 - ``nightly_drift_check`` schedule, and ``retrain_when_needed`` sensor: enough new reviewed
   labels since the last retraining, or a drift check that found drift.
 
@@ -23,6 +27,7 @@ import dagster as dg
 from sqlalchemy import func, select
 
 from prodclass.pipelines.dvc_pipeline import REGISTRATION_REPORT, dvc
+from prodclass.pipelines.photo_shards import PhotoCaches, photo_cache_assets, photo_caches_job
 
 # stage -> the stages it reads (as in dvc.yaml)
 STAGES: dict[str, list[str]] = {
@@ -154,12 +159,18 @@ def retrain_when_needed(context: dg.SensorEvaluationContext):
 
 
 defs = dg.Definitions(
-    assets=[*lifecycle, drift_report],
-    jobs=[training_job, retraining_job, drift_job],
+    assets=[*lifecycle, drift_report, *photo_cache_assets],
+    jobs=[training_job, retraining_job, drift_job, photo_caches_job],
     schedules=[nightly_drift_check],
     sensors=[retrain_when_needed],
-    resources={"project": DvcProject()},
+    resources={"project": DvcProject(), "photo_caches": PhotoCaches()},
 )
+
+
+def photo_caches() -> dg.JobDefinition:
+    """The resolved ``photo_caches`` job, importable by name: ``dg.reconstructable`` needs
+    this to run its steps in other processes (multiprocess executor)."""
+    return defs.resolve_job_def("photo_caches")
 
 
 def run_job(name: str, project_dir: Path, force: bool = False) -> dg.ExecuteInProcessResult:

@@ -123,8 +123,10 @@ class Predictor:
     ) -> Predictor:
         """A predictor of a local model folder standing for ``model_uri`` (the cached copy)."""
         from prodclass.models.registry import load_model_dir
+        from prodclass.settings import get_settings
 
-        model = load_model_dir(folder)
+        # onto PRODCLASS_DEVICE (auto: the GPU when there is one), whatever device saved it
+        model = load_model_dir(folder, device=get_settings().device)
         return cls(model, model_uri, version, model_dir=folder, source=source, **options)
 
     @property

@@ -9,6 +9,11 @@ Checkpoints: after every epoch the loop writes model + optimizer + loop state to
 after the last finished epoch, with the same random streams, so an interrupted training ends
 where an uninterrupted one would have. The family decides the path (it should change with the
 data and the hyper-parameters) and deletes the file once the model is saved.
+
+Device: the loop trains where the net's parameters are (the family moved it to
+``ProductClassifier.device``). It moves each batch there (pinned memory on CUDA) and, on CUDA
+only, runs the forward pass in float16 autocast with a gradient scaler; on the CPU the scaler
+is a pass-through and every step is the plain float32 one. Checkpoints load onto that device.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.metrics import f1_score
 
 from prodclass.files import atomic_write
+from prodclass.training.device import autocast, grad_scaler, tensor_to, to_device
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +81,25 @@ def train_epochs(
     ``val_logits()`` returns (N_val, C) logits of the validation rows, whose class indices
     are ``y_val`` (-1 for a class the model does not know: counted as an error).
     ``on_epoch_end(epoch, val_f1)`` may raise to stop early (Optuna pruning does).
+    Batches may be built on the CPU: they are moved to the net's device here.
     """
+    device = _device_of(net)
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn.to(device)  # e.g. the class weights of a CrossEntropyLoss
+    scaler = grad_scaler(device)
     rng = np.random.default_rng(seed)
     result = LoopResult()
     best_state: dict[str, Any] | None = None
     stale = 0
     start_epoch = 0
     if checkpoint_path is not None and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, weights_only=False)
+        state = torch.load(checkpoint_path, weights_only=False, map_location=device)
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # the CPU generator's state stays there
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         result = state["result"]
         best_state, stale, start_epoch = state["best_state"], state["stale"], state["epoch"]
         result.resumed_from_epoch = start_epoch
@@ -109,12 +122,16 @@ def train_epochs(
             net.train()
             total, seen = 0.0, 0
             for inputs, targets in train_batches(rng):
-                loss = loss_fn(net(**inputs), targets)
+                inputs, targets = to_device(inputs, device), tensor_to(targets, device)
+                with autocast(device):
+                    loss = loss_fn(net(**inputs), targets)
                 optimizer.zero_grad()
-                loss.backward()
+                scaler.scale(loss).backward()
                 if config.max_grad_norm:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
                     torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 total += loss.item() * len(targets)
                 seen += len(targets)
             net.eval()
@@ -141,6 +158,7 @@ def train_epochs(
                         "optimizer": optimizer.state_dict(),
                         "rng": rng.bit_generator.state,
                         "torch_rng": torch.get_rng_state(),
+                        "scaler": scaler.state_dict(),
                         "result": result,
                         "best_state": best_state,
                         "stale": stale,
@@ -197,6 +215,13 @@ def fit_and_calibrate(
         "temperature": temperature,
         "history": result.history,
     }
+
+
+def _device_of(net: torch.nn.Module) -> torch.device:
+    """Where the net's parameters are (the CPU for a net without any)."""
+    for parameter in net.parameters():
+        return parameter.device
+    return torch.device("cpu")
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
