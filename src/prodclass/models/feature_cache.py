@@ -67,6 +67,13 @@ class FeatureCache:
         self.misses = 0
         self._described: set[str] = set()  # version folders whose encoder.txt we wrote
 
+    @classmethod
+    def default(cls) -> FeatureCache:
+        """The cache every model shares, under the state folder of the settings."""
+        from prodclass.settings import get_settings
+
+        return cls(get_settings().state_dir / "feature-cache")
+
     def version_dir(self, encoder_version: str) -> Path:
         return self.root / hashlib.sha256(encoder_version.encode()).hexdigest()[:16]
 

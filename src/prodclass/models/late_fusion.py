@@ -135,7 +135,7 @@ class LateFusionClassifier(ProductClassifier):
         if not has_photo.any():
             return has_photo, np.zeros((0, 0), np.float32)
         views = ("orig", "hflip") if self.params.tta else ("orig",)
-        cache = self.cache or FeatureCache(_settings().state_dir / "feature-cache")
+        cache = self.cache or FeatureCache.default()
         paths = [str(p) for p in products["image_path"][has_photo]]
         return has_photo, self.encoder.features(paths, views, cache).mean(axis=1)
 

@@ -114,12 +114,6 @@ class _Inputs:
     words: list[str]  # title + description + OCR words, what the TF-IDF member reads
 
 
-def _settings():
-    from prodclass.settings import get_settings
-
-    return get_settings()
-
-
 class MultimodalEffnetClassifier(ProductClassifier):
     family = "multimodal-effnet"
     Params = MultimodalEffnetParams
@@ -156,7 +150,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
         """Compute into the feature cache the trunk activations this configuration reads for
         ``paths``, under every training view (what a fit would compute first). Partitioned
         pipeline assets call it per photo shard, so workers fill the cache the models read."""
-        cache = self.cache or FeatureCache(_settings().state_dir / "feature-cache")
+        cache = self.cache or FeatureCache.default()
         return cache_activations(
             paths, self._trunk_model(), cache, self.effnet_config, views=self.params.views,
             progress=False,
@@ -240,7 +234,7 @@ class MultimodalEffnetClassifier(ProductClassifier):
         has_image = (products["image_path"] != "").to_numpy() & self.params.use_image
         acts = None
         if has_image.any():
-            cache = self.cache or FeatureCache(_settings().state_dir / "feature-cache")
+            cache = self.cache or FeatureCache.default()
             paths = list(products["image_path"][has_image])
             acts = cache_activations(
                 paths,
