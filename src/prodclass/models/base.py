@@ -44,6 +44,9 @@ class ProductClassifier(ABC):
 
     family: ClassVar[str]
     Params: ClassVar[type[FamilyParams]]
+    # True when ``embed`` puts texts and photos in one space (a text vector may be compared
+    # with a photo vector: search photos by a phrase); False when each modality has its own
+    shared_space: ClassVar[bool] = False
 
     def __init__(self, params: FamilyParams, classes: list[int] | None = None) -> None:
         self.params = params

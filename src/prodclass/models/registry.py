@@ -19,6 +19,7 @@ FAMILIES: dict[str, str] = {
     "late-fusion": "prodclass.models.late_fusion:LateFusionClassifier",
     "multimodal-effnet": "prodclass.models.multimodal_effnet:MultimodalEffnetClassifier",
     "multimodal-clip": "prodclass.models.multimodal_clip:MultimodalClipClassifier",
+    "clip-style": "prodclass.models.clip_style:ClipStyleClassifier",
     "text-lstm": "prodclass.models.text_lstm:TextLstmClassifier",
     "text-transformer": "prodclass.models.text_transformer:TextTransformerClassifier",
 }
