@@ -128,6 +128,20 @@ def copy_subset(
     return dest
 
 
+def copy_unlabelled(source: Path, dest: Path, rows: int) -> Path:
+    """A challenge folder holding the first ``rows`` real unlabelled products (X_test) and
+    their photos: what a clip-style fit aligns on besides its labelled pairs."""
+    src, out = ChallengeLayout(source), ChallengeLayout(dest)
+    x = read_features(src.x_test).head(rows)
+    out.image_dir("test").mkdir(parents=True, exist_ok=True)
+    x.to_csv(out.x_test)
+    for imageid, productid in zip(x["imageid"], x["productid"]):
+        photo = src.image_path(imageid, productid, "test")
+        if photo.is_file():
+            shutil.copy(photo, out.image_dir("test") / photo.name)
+    return dest
+
+
 @pytest.fixture
 def subset(sample: Path, tmp_path: Path) -> Path:
     """A small real copy of the sample (36 rows, 12 per modality) that a test may corrupt."""
@@ -161,4 +175,4 @@ def six_codes_prepared(sample: Path, tmp_path_factory) -> Path:
     return out
 
 
-__all__ = ["X_TEST", "Y_TRAIN", "copy_subset", "sample_dir"]
+__all__ = ["X_TEST", "Y_TRAIN", "copy_subset", "copy_unlabelled", "sample_dir"]

@@ -83,7 +83,7 @@ class ClipStyleParams(FamilyParams):
     align_epochs: int = Field(40, ge=0)
     align_patience: int = Field(6, ge=1)
     align_batch_size: int = Field(128, ge=2)
-    align_lr: float = Field(1e-3, gt=0)
+    align_lr: float = Field(3e-4, gt=0)
     tower_lr: float = Field(1e-4, gt=0)  # pretrained layers (EfficientNet blocks, CLIP layers)
     # stage 2
     probe_C: float = Field(1.0, gt=0)
@@ -94,7 +94,7 @@ class ClipStyleParams(FamilyParams):
     finetune_lr: float = Field(3e-4, gt=0)  # towers trained here (projections, text bag)
     align_weight: float = Field(0.5, ge=0)
     modality_dropout: float = Field(0.25, ge=0, le=1)
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
     label_smoothing: float = Field(0.05, ge=0, lt=1)
     prompt: str = "une photo de {name}"
     threads: int = Field(2, ge=1)

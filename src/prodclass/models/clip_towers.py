@@ -33,7 +33,12 @@ from prodclass.models.image_effnet import (
     EffNetTrunk,
     load_pretrained_effnet,
 )
-from prodclass.models.multimodal_clip import ClipInputs, freeze_tower, load_backbone
+from prodclass.models.multimodal_clip import (
+    ClipInputs,
+    freeze_tower,
+    load_backbone,
+    save_backbone,
+)
 from prodclass.models.text_hashed import HashedTextConfig, HashedTextEncoder, pack, text_to_ids
 
 
@@ -182,7 +187,8 @@ class PackagedTowers(Towers):
             return np.zeros((0, self.tail.out_dim), np.float32)
         if self._trunk is None:
             net = load_pretrained_effnet(self.config.variant)
-            self._trunk = EffNetTrunk(net, self.effnet_config)
+            # not a submodule: the frozen trunk comes from the package, never from saved weights
+            object.__setattr__(self, "_trunk", EffNetTrunk(net, self.effnet_config))
         cache = FeatureCache(self.cache_dir) if self.cache_dir is not None else None
         acts = trunk_activations(
             paths, self._trunk, cache, self.effnet_config, progress=len(paths) > 64
@@ -282,6 +288,4 @@ class ClipTowers(Towers):
         ]
 
     def save_backbone(self, folder: Path) -> None:
-        self.clip.save_pretrained(folder)
-        self.inputs.tokenizer.save_pretrained(folder)
-        self.inputs.image_processor.save_pretrained(folder)
+        save_backbone(self.clip, self.inputs, folder)

@@ -120,6 +120,14 @@ def load_backbone(name: str) -> tuple[nn.Module, Any, Any]:
     return model, tokenizer, processor
 
 
+def save_backbone(clip: nn.Module, inputs: ClipInputs, folder: Path) -> None:
+    """The (fine-tuned) backbone with its tokenizer and image processor, as ``load_backbone``
+    reads it back: the model folder then loads without the original weights."""
+    clip.save_pretrained(folder)
+    inputs.tokenizer.save_pretrained(folder)
+    inputs.image_processor.save_pretrained(folder)
+
+
 def _why(folder: Path, exc: Exception) -> str:
     """The missing files of a backbone folder, else the first clause of the loader's error."""
     expected = {
@@ -470,10 +478,7 @@ class MultimodalClipClassifier(ProductClassifier):
     # ---- artefact -----------------------------------------------------------------------
     def _save_files(self, path: Path) -> None:
         assert self.net is not None and self.inputs is not None
-        backbone_dir = path / BACKBONE_DIR
-        self.net.clip.save_pretrained(backbone_dir)
-        self.inputs.tokenizer.save_pretrained(backbone_dir)
-        self.inputs.image_processor.save_pretrained(backbone_dir)
+        save_backbone(self.net.clip, self.inputs, path / BACKBONE_DIR)
         torch.save(
             {
                 "state_dict": {
