@@ -7,7 +7,7 @@ from prodclass.params import ParamsError, load_params
 
 def test_project_params_file_loads():
     params = load_params(PROJECT_ROOT / "params.yaml")
-    assert params.train.model_family == "multimodal-effnet"  # what make demo trains
+    assert params.train.model_family == "late-fusion"  # what make demo trains
     create(params.train.model_family, params.family_params(params.train.model_family))
 
 
