@@ -297,7 +297,8 @@ def write_family_params(path: Path, family: str, values: dict[str, Any]) -> None
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
-    yaml = YAML()  # round-trip mode: comments, key order and quoting survive
+    yaml = YAML()  # round-trip mode: comments and key order survive
+    yaml.preserve_quotes = True  # and quoting: `ocr: "off"` must not become a YAML 1.1 false
     document = yaml.load(path.read_text()) if path.is_file() else None
     if document is None:
         document = CommentedMap()
