@@ -237,7 +237,7 @@ def test_run_is_on_the_server(registered: Registered) -> None:
 
     client = MlflowClient(tracking_uri=registered.server.url, registry_uri=registered.server.url)
     run = client.get_run(registered.train_report["run_id"])
-    assert "val_weighted_f1" in run.data.metrics
+    assert "cv_all_weighted_f1" in run.data.metrics  # the cross-validated estimate
     assert run.info.status == "FINISHED"
     assert client.get_model_version_by_alias(MODEL_NAME, "champion").run_id == run.info.run_id
 
