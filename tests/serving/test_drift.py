@@ -17,11 +17,12 @@ from prodclass.monitoring.features import product_features
 from prodclass.monitoring.profile import embedding_sample
 from prodclass.params import load_params
 from tests.conftest import PER_CODE, PROJECT_ROOT, SIX_CODES
+from tests.serving.conftest import CHAMPION_FAMILY
 
 
 @pytest.fixture(scope="module")
 def model_dir(served):
-    return served.state / "multimodal-effnet"
+    return served.state / CHAMPION_FAMILY
 
 
 @pytest.fixture(scope="module")

@@ -218,7 +218,7 @@ def _drop_duplicate_ids(features: pd.DataFrame, issues: list[RowIssue]) -> pd.Da
 def _check_nul(features: pd.DataFrame, labels: pd.DataFrame | None, issues: list[RowIssue]) -> None:
     """A NUL character in a field: no stored text can hold it, and a CSV reader would end the
     field there (a cut title, id or label). The row is rejected, never cut."""
-    frames = [features] if labels is None else [features, labels.reindex(features.index)]
+    frames = [features] if labels is None else [features, labels]  # labels may repeat ids
     for frame in frames:
         for row_id, column, position in nul_fields(frame.fillna("")):
             issues.append(

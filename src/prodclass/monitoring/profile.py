@@ -110,11 +110,20 @@ def build_reference(
     max_rows: int = 2000,
     max_embeddings: int = 300,
     seed: int = 42,
+    answers: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ReferenceProfile:
+    """``answers``: (probabilities, classes) of the ``val`` rows from models that never saw
+    them (out-of-fold predictions); without it the model answers them itself. A model refitted
+    on every label has seen every row, and its own answers there are surer than on new
+    products: the confidence test would then alarm on any honest stream."""
     sample = train.sample(min(max_rows, len(train)), random_state=seed)
     labels = train["label"].astype(int)
-    proba = model.predict_proba(val[["text", "image_path"]].reset_index(drop=True))
-    predicted = pd.Series(model.classes_[proba.argmax(axis=1)]).value_counts(normalize=True)
+    if answers is None:
+        proba = model.predict_proba(val[["text", "image_path"]].reset_index(drop=True))
+        classes = model.classes_
+    else:
+        proba, classes = answers
+    predicted = pd.Series(classes[proba.argmax(axis=1)]).value_counts(normalize=True)
     return ReferenceProfile(
         features=product_features(sample).reset_index(drop=True),
         class_prior={int(k): float(v) for k, v in labels.value_counts(normalize=True).items()},

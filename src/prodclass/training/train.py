@@ -144,7 +144,12 @@ def train_model(
         result.save(out_dir / CV_DIR)  # a registered model carries its out-of-fold predictions
         # what production inputs will be compared with (drift monitoring), inside the folder
         profile_rows = val if val is not None else products
-        build_reference(model, products, profile_rows).save(out_dir / REFERENCE_DIR)
+        # its answers are the out-of-fold ones: the refit has seen every product
+        oof = pd.DataFrame(result.probabilities, index=result.row_ids.astype(str))
+        answers = (oof.loc[profile_rows.index.astype(str)].to_numpy(), result.classes)
+        build_reference(model, products, profile_rows, answers=answers).save(
+            out_dir / REFERENCE_DIR
+        )
         model_uri = log_model(model, out_dir, input_example(products))
         log.info("CV weighted F1 %s", scores["all"].weighted_f1)
         return TrainResult(
