@@ -26,12 +26,11 @@ def fake_machine(tmp_path: Path, missing: set[str], refuse: set[str] = frozenset
     bin_dir.mkdir()
     for tool in ("bash", "grep", "id", "cat"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
+    # present commands are links to real programs, not freshly written scripts: exec'ing a
+    # file just written can fail with "text file busy" when another thread forks meanwhile
     for command in PROVIDED - missing:
-        body = "echo 'List of available languages'; echo eng; echo fra"
-        body = body if command == "tesseract" else ""
-        stub = bin_dir / command
-        stub.write_text(f"#!/bin/bash\n{body}\n")
-        stub.chmod(0o755)
+        real = shutil.which("tesseract") if command == "tesseract" else shutil.which("true")
+        (bin_dir / command).symlink_to(real)
     calls = tmp_path / "apt-calls"
     apt = bin_dir / "apt-get"
     refused = " ".join(sorted(refuse))
@@ -42,14 +41,12 @@ def fake_machine(tmp_path: Path, missing: set[str], refuse: set[str] = frozenset
         "exit 0\n"
     )
     apt.chmod(0o755)
-    python = bin_dir / "python-stub"
-    python.write_text(f"#!/bin/bash\nexit {1 if 'venv' in missing else 0}\n")
-    python.chmod(0o755)
+    python = shutil.which("false") if "venv" in missing else shutil.which("true")
     postgres_root = tmp_path / "postgresql"
     if "initdb" not in missing:
         (postgres_root / "15/bin").mkdir(parents=True)
         (postgres_root / "15/bin/initdb").touch()
-    env = {"PATH": str(bin_dir), "PYTHON": str(python), "POSTGRES_ROOT": str(postgres_root)}
+    env = {"PATH": str(bin_dir), "PYTHON": python, "POSTGRES_ROOT": str(postgres_root)}
     return {"env": env, "calls": calls}
 
 

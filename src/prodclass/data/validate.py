@@ -233,7 +233,8 @@ def _check_nul(features: pd.DataFrame, labels: pd.DataFrame | None, issues: list
 
 def _check_ids(features: pd.DataFrame, issues: list[RowIssue]) -> None:
     for column in ("productid", "imageid"):
-        bad = ~features[column].str.fullmatch(r"\d+")
+        values = features[column].fillna("").astype(str)
+        bad = ~values.str.fullmatch(r"\d+").fillna(False).astype(bool)
         for row_id, value in features.loc[bad, column].items():
             issues.append(RowIssue(row_id, "bad_id", f"{column} {value!r} is not a number"))
     dup_products = features["productid"].duplicated(keep="first") & (features["productid"] != "")
