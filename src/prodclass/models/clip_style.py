@@ -43,7 +43,9 @@ from prodclass.models.clip_towers import (
     Towers,
 )
 from prodclass.models.contrastive import info_nce
+from prodclass.models.feature_cache import FeatureCache
 from prodclass.models.multimodal import fusion_head, hide_one_modality
+from prodclass.settings import get_settings
 from prodclass.training.torch_loop import (
     LoopConfig,
     checkpoint_path_for,
@@ -158,12 +160,6 @@ class ClipHeadNet(nn.Module):
         return self.head(torch.cat([F.normalize(t, dim=1), F.normalize(i, dim=1), flags], 1))
 
 
-def _settings():
-    from prodclass.settings import get_settings
-
-    return get_settings()
-
-
 class ClipStyleClassifier(ProductClassifier):
     family = "clip-style"
     Params = ClipStyleParams
@@ -182,7 +178,7 @@ class ClipStyleClassifier(ProductClassifier):
     def _build_towers(self, clip_folder: str | None = None) -> Towers:
         p = self.params
         if p.towers == "clip":
-            folder = clip_folder or p.clip_weights_dir or _settings().clip_model
+            folder = clip_folder or p.clip_weights_dir or get_settings().clip_model
             self.backbone_source = self.backbone_source or folder
             config = ClipTowersConfig(
                 p.vision_trainable_layers, p.text_trainable_layers, p.max_text_tokens
@@ -198,7 +194,7 @@ class ClipStyleClassifier(ProductClassifier):
             text_dim=p.text_dim,
             text_vectors=p.text_vectors,
         )
-        return PackagedTowers(config, _settings().state_dir / "feature-cache")
+        return PackagedTowers(config, FeatureCache.default().root)
 
     def _encode(self, products: pd.DataFrame) -> Encoded:
         assert self.towers is not None
@@ -336,7 +332,7 @@ class ClipStyleClassifier(ProductClassifier):
             return frame
         from prodclass.data.unlabelled import unlabelled_pairs
 
-        folder = self.params.unlabelled_dir or _settings().data_dir
+        folder = self.params.unlabelled_dir or get_settings().data_dir
         extra = unlabelled_pairs(Path(folder))
         return pd.concat([frame, extra], ignore_index=True)
 

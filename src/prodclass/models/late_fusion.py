@@ -47,6 +47,7 @@ from prodclass.models.linear_softmax import LinearSoftmax, fit_linear_softmax
 from prodclass.models.photo_features import FrozenPhotoEncoder
 from prodclass.models.product_words import ocr_words
 from prodclass.models.tfidf_linear import TfidfLinearParams, build_features, linear_classifier
+from prodclass.settings import get_settings
 from prodclass.training.calibration import fit_temperature
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,6 @@ class LateFusionParams(FamilyParams):
     tfidf: dict[str, Any] = {}  # TfidfLinearParams of the text member (C, n-gram ranges, ...)
     threads: int = Field(2, ge=1)
     seed: int = 42
-
-
-def _settings():
-    from prodclass.settings import get_settings
-
-    return get_settings()
 
 
 class LateFusionClassifier(ProductClassifier):
@@ -180,7 +175,7 @@ class LateFusionClassifier(ProductClassifier):
     def _catalogue(self) -> dict[int, float] | None:
         if self.params.class_weight != "catalogue":
             return None
-        return catalogue_shares(Path(_settings().data_dir) / CATALOGUE_FILE)
+        return catalogue_shares(Path(get_settings().data_dir) / CATALOGUE_FILE)
 
     def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         k = self.params.fusion_folds
@@ -297,7 +292,7 @@ class LateFusionClassifier(ProductClassifier):
         of (top probability >= ``pseudo_threshold``), labelled with its answer."""
         from prodclass.data.unlabelled import unlabelled_products
 
-        products = unlabelled_products(Path(_settings().data_dir))
+        products = unlabelled_products(Path(get_settings().data_dir))
         if products.empty:
             return products
         proba = self.predict_proba(products)
