@@ -3,9 +3,10 @@ priced by cross-validation on the labelled sample: weighted F1 per subset with i
 interval, the paired difference to the late-fusion baseline on the products the component
 serves, training minutes, and the cost per product on this machine with cold caches.
 
-Usage: .venv/bin/python bench/ablation.py [--rows NAME,...] [--heavy] [--folds K] [--seed S]
+Usage: .venv/bin/python bench/ablation.py [--row NAME ...] [--heavy] [--folds K] [--seed S]
                                           [--data-dir DIR] [--out FILE]
-    --rows      only these rows (names as in the table; default: every light row)
+    --row       only this row (repeat: these rows, in this order; names as in the table;
+                default: every light row)
     --heavy     also the rows that fine-tune a network (multimodal-effnet: ~10 min per fit)
     --folds     cross-validation folds (default 5); --seed the fold hash's seed (default 42)
     --data-dir  default: PRODCLASS_DATA_DIR (settings)
@@ -159,7 +160,7 @@ def header(args: argparse.Namespace, data_dir: Path, n: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default=None)
+    parser.add_argument("--row", dest="rows", action="append", default=None)
     parser.add_argument("--heavy", action="store_true")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
@@ -169,11 +170,13 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     settings = get_settings()
     data_dir = Path(args.data_dir or settings.data_dir)
-    wanted = set(args.rows.split(",")) if args.rows else None
-    rows = [r for r in ROWS if (wanted is None and (args.heavy or not r.heavy))
-            or (wanted is not None and r.name in wanted)]  # fmt: skip
-    if wanted is not None and (unknown := wanted - {r.name for r in ROWS}):
-        parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    by_name = {r.name: r for r in ROWS}
+    if args.rows:  # in the order given: the most telling first when time is short
+        if unknown := [name for name in args.rows if name not in by_name]:
+            parser.error(f"unknown rows: {'; '.join(unknown)}")
+        rows = [by_name[name] for name in args.rows]
+    else:
+        rows = [r for r in ROWS if args.heavy or not r.heavy]
     if REFERENCE not in [r.name for r in rows]:
         rows.insert(0, next(r for r in ROWS if r.name == REFERENCE))  # the differences need it
     rows.sort(key=lambda r: r.name != REFERENCE)  # the reference first
