@@ -7,14 +7,14 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from prodclass.settings import Settings, get_settings
-from prodclass.training.device import (
+from prodclass.models.device import (
     DeviceUnavailableError,
     autocast,
     grad_scaler,
     resolve_device,
     to_device,
 )
+from prodclass.settings import Settings, get_settings
 
 
 def test_cpu_is_the_cpu_whatever_the_machine(monkeypatch):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from prodclass.training.calibration import expected_calibration_error
+from prodclass.models.calibration import expected_calibration_error
 from prodclass.training.metrics import calibration_error, target_index
 from prodclass.training.plots import reliability_bins, reliability_diagram_png
 

@@ -12,7 +12,7 @@ import torch
 from prodclass.data.layout import ChallengeLayout, read_features, read_labels
 from prodclass.data.text import product_text
 from prodclass.models.text_hashed import HashedTextConfig, HashedTextEncoder, pack, text_to_ids
-from prodclass.training.torch_loop import LoopConfig, class_weights, train_epochs
+from prodclass.models.torch_loop import LoopConfig, class_weights, train_epochs
 
 CONFIG = HashedTextConfig(buckets=2**12, dim=16)
 

@@ -21,9 +21,9 @@ from prodclass.data.prepare import SplitParams, load_prepared, prepare
 from prodclass.data.validate import validate
 from prodclass.models import text_lstm
 from prodclass.models.base import ProductClassifier
+from prodclass.models.device import DeviceUnavailableError
 from prodclass.models.registry import create, load_model_dir
 from prodclass.settings import get_settings
-from prodclass.training.device import DeviceUnavailableError
 
 # quick settings: the defaults aim at a minute of training, a test at a few seconds
 LSTM = {"max_tokens": 48, "hidden": 64, "epochs": 6, "threads": 1}

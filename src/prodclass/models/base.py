@@ -65,9 +65,9 @@ class ProductClassifier(ABC):
 
     @property
     def device(self) -> torch.device:
-        """The torch device of this model (see ``prodclass.training.device``)."""
+        """The torch device of this model (see ``prodclass.models.device``)."""
         if self._device is None:
-            from prodclass.training.device import resolve_device
+            from prodclass.models.device import resolve_device
 
             self._device = resolve_device(self.device_setting)
         return self._device

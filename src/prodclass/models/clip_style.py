@@ -45,14 +45,14 @@ from prodclass.models.clip_towers import (
 from prodclass.models.contrastive import info_nce
 from prodclass.models.feature_cache import FeatureCache
 from prodclass.models.multimodal import fusion_head, hide_one_modality
-from prodclass.settings import get_settings
-from prodclass.training.torch_loop import (
+from prodclass.models.torch_loop import (
     LoopConfig,
     checkpoint_path_for,
     class_weights,
     fit_and_calibrate,
     seed_everything,
 )
+from prodclass.settings import get_settings
 
 log = logging.getLogger(__name__)
 

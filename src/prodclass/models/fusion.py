@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 
+from prodclass.models.calibration import fit_temperature
 from prodclass.models.linear_softmax import LinearSoftmax, fit_linear_softmax
-from prodclass.training.calibration import fit_temperature
 
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 STACK_C_GRID = (0.001, 0.01, 0.1, 1.0)  # inverse L2 strengths the stacker chooses from

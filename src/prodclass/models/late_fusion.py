@@ -35,6 +35,7 @@ from scipy import sparse
 from sklearn.model_selection import StratifiedKFold
 
 from prodclass.models.base import FamilyParams, ProductClassifier
+from prodclass.models.calibration import fit_temperature
 from prodclass.models.class_weights import (
     CATALOGUE_FILE,
     ClassWeight,
@@ -48,7 +49,6 @@ from prodclass.models.photo_features import FrozenPhotoEncoder
 from prodclass.models.product_words import ocr_words
 from prodclass.models.tfidf_linear import TfidfLinearParams, build_features, linear_classifier
 from prodclass.settings import get_settings
-from prodclass.training.calibration import fit_temperature
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from torch import nn
 
 from prodclass.data.images import ImageError, open_image
 from prodclass.models.base import FamilyParams, ProductClassifier
+from prodclass.models.device import autocast, to_device
 from prodclass.models.multimodal import fusion_head, hide_one_modality
-from prodclass.training.device import autocast, to_device
-from prodclass.training.torch_loop import (
+from prodclass.models.torch_loop import (
     LoopConfig,
     checkpoint_path_for,
     class_weights,

@@ -30,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from prodclass.models.base import FamilyParams, ProductClassifier
+from prodclass.models.device import autocast, to_device
 from prodclass.models.feature_cache import ActivationStore, FeatureCache, cache_activations
 from prodclass.models.image_effnet import (
     EffNetConfig,
@@ -49,8 +50,7 @@ from prodclass.models.photo_features import pooled_features
 from prodclass.models.product_words import ocr_words
 from prodclass.models.text_hashed import HashedTextConfig, pack, text_to_ids
 from prodclass.models.tfidf_linear import TfidfLinearClassifier, TfidfLinearParams
-from prodclass.training.device import autocast, to_device
-from prodclass.training.torch_loop import (
+from prodclass.models.torch_loop import (
     LoopConfig,
     checkpoint_path_for,
     class_weights,

@@ -26,8 +26,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from prodclass.models.base import FamilyParams, ProductClassifier
-from prodclass.training.device import autocast, to_device
-from prodclass.training.torch_loop import (
+from prodclass.models.device import autocast, to_device
+from prodclass.models.torch_loop import (
     Batch,
     LoopConfig,
     checkpoint_path_for,

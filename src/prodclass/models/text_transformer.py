@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from prodclass.models.base import FamilyParams, ProductClassifier
+from prodclass.models.device import autocast, to_device
 from prodclass.models.text_lstm import class_prior, data_key, label_indices, torch_threads
-from prodclass.training.device import autocast, to_device
-from prodclass.training.torch_loop import (
+from prodclass.models.torch_loop import (
     Batch,
     LoopConfig,
     checkpoint_path_for,

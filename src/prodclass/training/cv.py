@@ -223,7 +223,7 @@ def cross_validate(
             on_fold(fold_facts)
     temperature = None
     if logits is not None:
-        from prodclass.training.calibration import fit_temperature
+        from prodclass.models.calibration import fit_temperature
 
         temperature = fit_temperature(logits, target_index(classes, labels))
         probabilities = _softmax(logits / temperature)

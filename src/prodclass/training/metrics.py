@@ -56,7 +56,7 @@ def target_index(classes: np.ndarray, y_true: np.ndarray) -> np.ndarray:
 def calibration_error(probabilities: np.ndarray, classes: np.ndarray, y_true: np.ndarray) -> float:
     """Expected calibration error (15 bins) of (N, C) probabilities against true labels."""
     # imported here: the calibration module needs torch, which a TF-IDF evaluation does not
-    from prodclass.training.calibration import expected_calibration_error
+    from prodclass.models.calibration import expected_calibration_error
 
     if len(y_true) == 0:
         return 0.0

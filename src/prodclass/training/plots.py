@@ -62,7 +62,7 @@ def reliability_diagram_png(
 
     ``targets`` are column indices of the true classes in ``probabilities`` (-1: unknown).
     """
-    from prodclass.training.calibration import expected_calibration_error
+    from prodclass.models.calibration import expected_calibration_error
 
     ece = expected_calibration_error(probabilities, targets, bins=bins)
     edges, mean_conf, accuracy, counts = reliability_bins(probabilities, targets, bins)

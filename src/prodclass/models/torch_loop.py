@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.metrics import f1_score
 
 from prodclass.files import atomic_write
-from prodclass.training.device import autocast, grad_scaler, tensor_to, to_device
+from prodclass.models.device import autocast, grad_scaler, tensor_to, to_device
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def fit_and_calibrate(
     known = y_val >= 0
     temperature = 1.0
     if calibrate and known.any():
-        from prodclass.training.calibration import fit_temperature
+        from prodclass.models.calibration import fit_temperature
 
         temperature = fit_temperature(val_logits()[known], y_val[known])
     return temperature, {
