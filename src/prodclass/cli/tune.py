@@ -1,7 +1,8 @@
 """`prodclass tune`: hyper-parameter search for one model family (Optuna + MLflow).
 
-Each trial is a child MLflow run of one `tune-<family>` run; the best values are merged into
-params.yaml (comments kept) unless --no-write-params.
+Each trial is cross-validated on every labelled product (the same folds for every trial) and
+is a child MLflow run of one `tune-<family>` run; the best values are merged into params.yaml
+(comments and quoting kept) unless --no-write-params.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def tune(
     params: Annotated[
         Path | None, typer.Option(help="params.yaml (default: PRODCLASS_PARAMS_FILE).")
     ] = None,
+    folds: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            help="Cross-validation folds of every trial (fewer than the train stage's: a "
+            "search ranks candidates; a losing trial is pruned between folds).",
+        ),
+    ] = 3,
     timeout: Annotated[
         float | None, typer.Option(help="Stop starting new trials after this many seconds.")
     ] = None,
@@ -40,7 +49,9 @@ def tune(
         ),
     ] = True,
 ) -> None:
-    """Search a family's hyper-parameters for the best validation weighted F1 (Optuna)."""
+    """Search a family's hyper-parameters (Optuna) for the best out-of-fold weighted F1 over
+    every labelled product, each trial on the same hashed folds (the prepared splits are
+    ignored)."""
     from prodclass.params import load_params
     from prodclass.training.tune import check_tunable, tune_family, write_family_params
 
@@ -58,15 +69,19 @@ def tune(
                 pipeline_params.family_params(family),
                 settings(),
                 n_trials=trials,
+                folds=folds,
+                cv_seed=pipeline_params.split.seed,
                 timeout=timeout,
             )
         if write_params:
             write_family_params(params_file, family, result.best_params)
     values = ", ".join(f"{k}={v}" for k, v in result.best_params.items())
+    low, high = result.best_interval
     console.print(
         escape(
             f"best trial {result.best_trial} of {len(result.trials)} ({result.n_pruned} pruned): "
-            f"val weighted F1 {result.best_value} with {values}"
+            f"{result.folds}-fold CV weighted F1 {result.best_value:.4f} [{low:.4f}, {high:.4f}] "
+            f"on {result.n_products} products with {values}"
         )
     )
     console.print(f"MLflow parent run {result.parent_run_id} ({escape(result.tracking_uri)})")

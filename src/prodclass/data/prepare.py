@@ -40,10 +40,10 @@ def prepare(
     """Write the prepared folder; return its metadata (counts per split and modality).
 
     ``extra_train`` (reviewers' labelled feedback) joins the train split only: validation and
-    test stay exactly the split of the main data (what a held-out evaluation or the tuner
-    reads). A reviewed product that is also a validation or test product of the main data is
-    left out (it would leak those splits into training). Training itself cross-validates on
-    every row, whatever its split.
+    test stay exactly the split of the main data (what a held-out evaluation reads). A
+    reviewed product that is also a validation or test product of the main data is left out
+    (it would leak those splits into training). Training and tuning cross-validate on every
+    row, whatever its split.
     """
     products = validated.products.copy()
     products["split"] = hashed_split(products, params.val_size, params.test_size, params.seed)

@@ -52,8 +52,8 @@ class ProductClassifier(ABC):
         self.params = params
         self.classes_: np.ndarray = np.asarray(classes or [], dtype=np.int64)
         # Called as (epoch, val_weighted_f1) after each epoch by families that train in epochs
-        # (they pass it to train_epochs as on_epoch_end). The tuner sets it so Optuna can prune
-        # a poor trial early; it may raise to stop. Not a hyper-parameter, never saved.
+        # (they pass it to train_epochs as on_epoch_end), to watch or stop a fit from outside;
+        # it may raise to stop. Not a hyper-parameter, never saved.
         self.epoch_callback: Callable[[int, float], None] | None = None
         # Intra-op CPU threads for predictions. The API sets it (one per prediction worker
         # beats more on a small CPU); None means the family's training ``threads`` parameter.

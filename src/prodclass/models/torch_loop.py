@@ -80,7 +80,7 @@ def train_epochs(
     ``train_batches(rng)`` yields one epoch of batches (shuffled with ``rng``);
     ``val_logits()`` returns (N_val, C) logits of the validation rows, whose class indices
     are ``y_val`` (-1 for a class the model does not know: counted as an error).
-    ``on_epoch_end(epoch, val_f1)`` may raise to stop early (Optuna pruning does).
+    ``on_epoch_end(epoch, val_f1)`` may raise to stop early.
     Batches may be built on the CPU: they are moved to the net's device here.
     """
     device = _device_of(net)
@@ -169,7 +169,7 @@ def train_epochs(
                 try:
                     on_epoch_end(epoch, val_f1)
                 except Exception:
-                    # stopped on purpose (e.g. pruned): nothing to resume, so no checkpoint kept.
+                    # stopped on purpose: nothing to resume, so no checkpoint kept.
                     # A crash or Ctrl-C (KeyboardInterrupt, not an Exception) keeps it.
                     if checkpoint_path is not None:
                         checkpoint_path.unlink(missing_ok=True)
