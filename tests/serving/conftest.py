@@ -3,11 +3,13 @@
 Version 1 is `tfidf-linear` (text only), version 2 the champion family `late-fusion` on
 EfficientNet-Lite0 features (text and photos; what the API serves first), version 3 a copy of
 version 1 whose weights file is corrupt (a load must refuse it). Users of each role exist in
-the application database.
+the application database. ``clip_served``: a tiny `clip-style` model (one text-photo space),
+served from its folder with the catalogue index of its products, for text-to-photo search.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,11 +25,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prodclass.data.layout import ChallengeLayout, read_features
+from prodclass.data.prepare import load_prepared
+from prodclass.data.validate import validate
 from prodclass.db.session import session_scope, upgrade
 from prodclass.db.users import create_user
+from prodclass.models.registry import create
 from prodclass.registry.model_registry import log_model, promote, register
 from prodclass.registry.tracking import configure_mlflow
 from prodclass.serving.api.app import create_app
+from prodclass.serving.predictor import Predictor
+from prodclass.serving.similarity import CatalogueIndex, index_folder
 from prodclass.settings import Settings, get_settings
 from prodclass.training.cv import CVResult, cv_report
 from prodclass.training.evaluate import log_cv_report
@@ -43,6 +50,21 @@ PASSWORDS = {
 # the champion family (params.yaml), with its inner folds cut to two for speed
 CHAMPION_FAMILY = "late-fusion"
 CHAMPION_FAST = {"fusion_folds": 2, "threads": 1}
+# clip-style at its cheapest: frozen photo features, the n-gram bag alone (no word vectors),
+# narrow projections, a few alignment epochs on the labelled pairs only, a linear probe
+CLIP_TINY = {
+    "text_buckets": 2**12,
+    "text_dim": 32,
+    "text_vectors": None,
+    "hidden": 64,
+    "embed_dim": 32,
+    "unlabelled": False,
+    "align_epochs": 15,
+    "align_patience": 15,
+    "align_batch_size": 64,
+    "align_lr": 1e-3,
+    "threads": 1,
+}
 
 
 @dataclass
@@ -87,6 +109,48 @@ def served(six_codes_prepared: Path, sample: Path, tmp_path_factory) -> Iterator
                 create_user(session, role, password, role)
         yield Served(state, settings, versions[0], versions[1], broken)
     get_settings.cache_clear()
+
+
+@dataclass
+class ClipServed:
+    folder: Path  # the clip-style model folder (served by its path)
+    settings: Settings  # served's, serving that folder from a state folder of its own
+    catalogue: Path  # the challenge folder indexed (the six-code products and their photos)
+
+    def env(self) -> dict[str, str]:
+        """The settings a `prodclass serve` process of this model needs besides server_env's."""
+        return {
+            "PRODCLASS_STATE_DIR": str(self.settings.state_dir),
+            "PRODCLASS_DATABASE_URL": self.settings.db_url,
+            "PRODCLASS_MLFLOW_TRACKING_URI": self.settings.tracking_uri,
+            "PRODCLASS_MODEL_URI": self.settings.model_uri,
+        }
+
+
+@pytest.fixture(scope="session")
+def clip_served(served: Served, six_codes_prepared: Path, tmp_path_factory) -> ClipServed:
+    """A tiny clip-style model trained on the six-code products and the catalogue index of
+    those products; its own state folder (index, model cache), the served users and registry."""
+    root = tmp_path_factory.mktemp("clip-style")
+    train, val = (load_prepared(six_codes_prepared, s) for s in ("train", "val"))
+    model = create("clip-style", CLIP_TINY)
+    model.fit(train, val)
+    folder = model.save(root / "model")
+    settings = served.settings.model_copy(
+        update={
+            "state_dir": root / "state",
+            "mlflow_tracking_uri": served.settings.tracking_uri,
+            "database_url": served.settings.db_url,
+            "model_uri": str(folder),
+            "model_poll_seconds": 0.0,
+            "monitoring_refresh_seconds": 0.0,
+        }
+    )
+    catalogue = Path(json.loads((six_codes_prepared / "meta.json").read_text())["data_dir"])
+    predictor = Predictor.load(str(folder))
+    index = CatalogueIndex.build(predictor, validate(catalogue).products)
+    index.save(index_folder(settings.state_dir, index.model_key))
+    return ClipServed(folder, settings, catalogue)
 
 
 PRODCLASS = [str(Path(sys.executable).with_name("prodclass"))]  # the installed command

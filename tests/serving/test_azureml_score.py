@@ -57,6 +57,10 @@ def test_run_answers_like_the_api_predictor(score, served, sample_products):
     )
     assert [p["prdtypecode"] for p in predictions] == [r.prdtypecode for r in reference]
     assert predictions[0]["product_id"] == fields["product_id"]
+    assert all("embeddings" not in p for p in predictions)  # only when asked:
+    asked = score.run(json.dumps(body | {"return_embedding": True}))["predictions"]
+    modalities = [[e["modality"] for e in p["embeddings"]] for p in asked]
+    assert modalities == [["text", "image"], ["text"]]
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ Excluded operations, and why:
   in the MLflow registry that the other test modules share, and start a load.
   (Their input handling, a non-numeric or unknown version, is tested in tests/serving.)
 
-Budget: 31 operations fuzzed, ``EXAMPLES`` (17) generated requests per operation plus
+Budget: 33 operations fuzzed, ``EXAMPLES`` (17) generated requests per operation plus
 schemathesis' explicit examples and boundary cases, each sent as the admin and replayed with a
 ``reviewer`` and a ``client`` token (refused or answered, never a 5xx; what the admin and the
 reviewer are answered must match the document); a 4xx must be JSON with a ``detail``. The

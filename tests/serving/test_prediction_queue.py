@@ -1,8 +1,9 @@
 """The prediction queue with a real model: micro-batches group waiting requests without mixing
-their answers, and one bad product fails only its own request."""
+their answers (nor their vectors), and one bad product fails only its own request."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from prodclass.serving.model_slot import ModelSlot
@@ -54,3 +55,22 @@ def test_a_bad_product_fails_only_its_own_request(slot):
             bad.result(60)
     finally:
         queue.stop()
+
+
+def test_a_micro_batch_gives_vectors_only_to_the_request_that_asked(slot):
+    queue = PredictionQueue(slot, workers=1, max_batch_size=8, max_wait_ms=300)
+    try:
+        asked = queue.submit([ProductInput(designation="Piscine gonflable")], top_k=2, embed=True)
+        plain = queue.submit([ProductInput(designation="Console de jeux")], top_k=2)
+        asked_answer, plain_answer = asked.result(60), plain.result(60)
+    finally:
+        queue.stop()
+    assert asked_answer.batch_size == 2  # one model call answered both
+    (with_vectors,), (without,) = asked_answer.predictions, plain_answer.predictions
+    assert without.embeddings is None
+    (text,) = with_vectors.embeddings  # tfidf-linear: text only, sparse, its own space
+    assert text.modality == "text" and text.indices and not text.shared_space
+    expected = slot.current.embed([ProductInput(designation="Piscine gonflable")])["text"]
+    dense = np.zeros(text.dimension)
+    dense[text.indices] = text.values
+    np.testing.assert_allclose(dense, expected.toarray()[0], atol=1e-6)

@@ -46,6 +46,7 @@ LEAST_ROLE = {
     ("POST", "/predict/similarity"): "client",
     ("GET", "/products/similar"): "client",
     ("POST", "/products/similar"): "client",
+    ("GET", "/products/{row_id}/image"): "client",
     ("GET", "/models"): "client",
     ("GET", "/models/info"): "client",
     ("GET", "/models/current"): "client",
@@ -73,6 +74,7 @@ PLACEHOLDERS = {
     "{username}": "nobody-here",
     "{version}": "999",
     "{prediction_id}": "00000000-0000-0000-0000-000000000000",
+    "{row_id}": "no-such-row",
 }
 
 

@@ -1,6 +1,7 @@
 """The web app's pages (Streamlit AppTest) against a real API server on loopback, with the
 models trained on real products: sign-in and roles, classify with a real photo, batch, review
-queue, models, monitoring, and the messages for an API that is down or a session that expired.
+queue, models, monitoring, the catalogue searched by words (a clip-style model's server, and the
+champion's refusal), and the messages for an API that is down or a session that expired.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 import prodclass.ui
 from prodclass.settings import get_settings
 from tests.servers import free_port
-from tests.serving.conftest import PASSWORDS, SERVER_JWT_SECRET
+from tests.serving.conftest import PASSWORDS, SERVER_JWT_SECRET, server_launcher
 
 APP = str(prodclass.ui.__file__).replace("__init__.py", "app.py")
 
@@ -270,3 +271,44 @@ def test_monitoring_page_counts_predictions_and_shows_drift(ui_settings, served)
     assert not at.exception
     assert at.metric[0].label == "Predictions" and int(at.metric[0].value) >= 1
     assert "drift on 99 products" in at.error[0].value
+
+
+def test_search_asks_for_words_and_explains_a_model_without_a_shared_space(ui_settings):
+    at = _page("search", ui_settings, "client")
+    at.button[0].click().run()
+    assert "Type a few words" in at.warning[0].value
+    at.text_input(key="search-text").input("piscine gonflable")
+    at.button[0].click().run()
+    assert not at.image
+    assert "late-fusion embeds texts and photos in separate spaces" in at.error[0].value
+
+
+@pytest.fixture(scope="module")
+def clip_api_url(served, clip_served, tmp_path_factory):
+    """A real API server serving the tiny clip-style model and its catalogue index."""
+    with server_launcher(served, tmp_path_factory.mktemp("clip-api")) as start:
+        yield start(**clip_served.env())
+
+
+def test_search_shows_the_photos_titles_and_scores_the_api_finds(clip_api_url, monkeypatch):
+    monkeypatch.setenv("PRODCLASS_API_URL", clip_api_url)
+    get_settings.cache_clear()
+    try:
+        at = _page("search", clip_api_url, "client")
+        at.text_input(key="search-text").input("piscine gonflable")
+        at.button[0].click().run()
+    finally:
+        get_settings.cache_clear()
+    assert not at.exception and not at.error
+    expected = httpx.get(
+        f"{clip_api_url}/products/similar",
+        params={"text": "piscine gonflable", "modality": "image", "k": 12},
+        headers={"Authorization": f"Bearer {_token(clip_api_url, 'client')}"},
+    ).json()["neighbours"]
+    assert len(at.image) == len(expected) == 12  # every result with its photo
+    titles = [m.value.removeprefix("**").removesuffix("**") for m in at.markdown]
+    assert titles == [n["designation"] or "(no title)" for n in expected]
+    captions = [c.value for c in at.caption]
+    for n in expected:
+        assert any(f"score {n['score']:.3f}" in c for c in captions), n
+    assert "(clip-style)" in captions[-1]

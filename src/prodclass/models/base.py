@@ -29,6 +29,10 @@ class NoEmbeddingError(NotImplementedError):
     """The model family has no representation to compare products in."""
 
 
+class NoSharedSpaceError(NoEmbeddingError):
+    """The model's text and photo vectors cannot be compared: no search of photos by a phrase."""
+
+
 class FamilyParams(BaseModel):
     """Base of each family's hyper-parameters: unknown keys and wrong types are refused."""
 
@@ -95,6 +99,22 @@ class ProductClassifier(ABC):
         "image": M}`` with one row per product (a dense array or a scipy sparse matrix), zero
         for a product without that modality. Similarity search compares rows by cosine."""
         raise NoEmbeddingError(f"model family {self.family} has no embedding space")
+
+    def shared_space_problem(self) -> str | None:
+        """Why a phrase's vector cannot be compared with this model's photo vectors, or None
+        when it can (``shared_space`` families refine it per model: an unaligned one cannot)."""
+        if self.shared_space:
+            return None
+        return (
+            f"model family {self.family} embeds texts and photos in separate spaces, so a "
+            "phrase cannot be compared with photos; searching photos by text needs a model "
+            "that aligns them in one space (clip-style)"
+        )
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """(N, D) unit vectors of free phrases (cleaned like ``text``) in the space of the
+        photo vectors of ``embed``: what text-to-photo search compares."""
+        raise NoSharedSpaceError(self.shared_space_problem() or "no shared text-photo space")
 
     def predict(self, products: pd.DataFrame) -> np.ndarray:
         return self.classes_[self.predict_proba(products).argmax(axis=1)]

@@ -34,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from prodclass.data.taxonomy import category, is_known
-from prodclass.models.base import FamilyParams, ProductClassifier
+from prodclass.models.base import FamilyParams, NoSharedSpaceError, ProductClassifier
 from prodclass.models.clip_towers import (
     ClipTowers,
     ClipTowersConfig,
@@ -506,8 +506,28 @@ class ClipStyleClassifier(ProductClassifier):
         text, image = self._embeddings(self._encode(products))
         return {"text": text, "image": image}
 
+    def shared_space_problem(self) -> str | None:
+        """None when the towers share one space; else why not (never trained, packaged towers
+        never aligned, or fine-tuned without the InfoNCE term that keeps them aligned)."""
+        p = self.params
+        if self.towers is None:
+            return "the clip-style model is not trained"
+        if p.towers == "packaged" and p.align_epochs == 0:
+            return (
+                "this clip-style model's towers were never aligned (align_epochs=0): its text "
+                "vectors say nothing about photos"
+            )
+        if p.stage2 == "finetune" and p.align_weight == 0:
+            return (
+                "this clip-style model was fine-tuned without the alignment loss "
+                "(align_weight=0): its text and photo towers no longer share one space"
+            )
+        return None
+
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """(N, D) unit vectors of free phrases (e.g. a search query), in the shared space."""
+        if problem := self.shared_space_problem():
+            raise NoSharedSpaceError(problem)
         frame = pd.DataFrame({"text": texts, "image_path": [""] * len(texts)})
         return self.embed(frame)["text"]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from prodclass.models.base import NoEmbeddingError
 from prodclass.serving.api.schemas import BatchIn, ProductIn, validation_reason
 from prodclass.serving.predictor import InvalidProductError, Predictor, ProductInput
 
@@ -87,7 +88,14 @@ def predict_json(predictor: Predictor, payload: Any, default_top_k: int = 5) -> 
         check_all(predictor, products, problems)
     except InvalidProductError as exc:
         raise InvalidRequestError(str(exc)) from None
-    answers = predictor.predict([p.input for p in products], top_k=batch.top_k or default_top_k)
+    try:
+        answers = predictor.predict(
+            [p.input for p in products],
+            top_k=batch.top_k or default_top_k,
+            embed=batch.return_embedding,
+        )
+    except NoEmbeddingError as exc:  # vectors asked of a family without any: say so
+        raise InvalidRequestError(str(exc)) from None
     return {
         "model": {
             "family": predictor.family,
@@ -104,6 +112,11 @@ def predict_json(predictor: Predictor, payload: Any, default_top_k: int = 5) -> 
                 "imageid": product.imageid,
                 "product_identifier": product.product_identifier,
             }
+            | (
+                {"embeddings": [vars(e) for e in answer.embeddings]}
+                if answer.embeddings is not None
+                else {}
+            )
             for product, answer in zip(products, answers)
         ],
     }

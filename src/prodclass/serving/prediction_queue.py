@@ -15,8 +15,9 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from prodclass.models.base import NoEmbeddingError
 from prodclass.serving import metrics
 from prodclass.serving.model_slot import ModelSlot
 from prodclass.serving.predictor import InvalidProductError, Prediction, Predictor, ProductInput
@@ -46,6 +47,7 @@ class Answer:
 class _Job:
     products: list[ProductInput]
     top_k: int
+    embed: bool = False  # the answer carries the products' vectors
     future: Future[Answer] = field(default_factory=Future)
 
 
@@ -75,13 +77,18 @@ class PredictionQueue:
             thread.start()
 
     def submit(
-        self, products: list[ProductInput], top_k: int, wait_seconds: float = 0.0
+        self,
+        products: list[ProductInput],
+        top_k: int,
+        wait_seconds: float = 0.0,
+        embed: bool = False,
     ) -> Future[Answer]:
-        """Queue one request's products. Refused with OverloadedError when the queue is full
-        (after waiting up to ``wait_seconds`` for room: batch pages wait, single requests not)."""
+        """Queue one request's products (``embed``: with their vectors). Refused with
+        OverloadedError when the queue is full (after waiting up to ``wait_seconds`` for room:
+        batch pages wait, single requests not)."""
         if self.slot.current is None:
             raise NoModelError("no model is loaded yet")
-        job = _Job(list(products), top_k)
+        job = _Job(list(products), top_k, embed)
         deadline = time.monotonic() + wait_seconds
         with self._cond:
             while self._waiting > 0 and self._waiting + len(job.products) > self.limit:
@@ -143,7 +150,8 @@ class PredictionQueue:
                 continue
             try:
                 self._run(predictor, jobs)
-            except InvalidProductError:  # one bad job must not fail the others
+            # one bad job (or one asking vectors of a family without any) must not fail the others
+            except (InvalidProductError, NoEmbeddingError):
                 for job in jobs:
                     self._run_alone(predictor, job)
             except Exception as exc:
@@ -155,8 +163,9 @@ class PredictionQueue:
     def _run(self, predictor: Predictor, jobs: list[_Job]) -> None:
         products = [p for job in jobs for p in job.products]
         top_k = max(job.top_k for job in jobs)
+        embed = any(job.embed for job in jobs)
         start = time.perf_counter()
-        predictions = predictor.predict(products, top_k=top_k)
+        predictions = predictor.predict(products, top_k=top_k, embed=embed)
         seconds = time.perf_counter() - start
         metrics.PREDICTION_LATENCY.observe(seconds)
         metrics.BATCH_SIZE.observe(len(products))
@@ -165,6 +174,8 @@ class PredictionQueue:
         for job in jobs:
             mine = predictions[start_index : start_index + len(job.products)]
             start_index += len(job.products)
+            if embed and not job.embed:  # another job of the micro-batch asked for them
+                mine = [replace(p, embeddings=None) for p in mine]
             for prediction in mine:
                 metrics.PREDICTED_CLASS.labels(str(prediction.prdtypecode)).inc()
                 del prediction.top[job.top_k :]

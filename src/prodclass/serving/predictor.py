@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from prodclass.data.images import ImageError, open_image
 from prodclass.data.taxonomy import category, is_known
 from prodclass.data.text import product_text
-from prodclass.models.base import ProductClassifier
+from prodclass.models.base import NoSharedSpaceError, ProductClassifier
 
 
 class InvalidProductError(ValueError):
@@ -85,11 +86,23 @@ class CategoryScore:
 
 
 @dataclass(frozen=True)
+class Embedding:
+    """One product's vector for one modality, in the serving model's own space."""
+
+    modality: str  # "text" or "image"
+    dimension: int
+    values: list[float]  # the whole vector, or its non-zero values when ``indices`` is set
+    indices: list[int] | None  # sparse vectors (TF-IDF): the positions of ``values``
+    shared_space: bool  # comparable with the other modality's vectors of this model
+
+
+@dataclass(frozen=True)
 class Prediction:
     top: list[CategoryScore]  # best first
     inputs: str  # "text", "image" or "text+image": what the model had to go on
     image_sha256: str | None = None
     product_id: str | None = None
+    embeddings: list[Embedding] | None = None  # asked for: one per modality the product has
 
     @property
     def prdtypecode(self) -> int:
@@ -133,21 +146,26 @@ class Predictor:
     def family(self) -> str:
         return self.model.family
 
-    def predict(self, products: Sequence[ProductInput], top_k: int = 5) -> list[Prediction]:
-        """Top-k categories of each product, in order; InvalidProductError names the first
-        product that cannot be classified (by position) and why."""
+    def predict(
+        self, products: Sequence[ProductInput], top_k: int = 5, embed: bool = False
+    ) -> list[Prediction]:
+        """Top-k categories of each product, in order, and with ``embed`` its vectors (one
+        per modality it has; NoEmbeddingError for a family without a space); InvalidProductError
+        names the first product that cannot be classified (by position) and why."""
         if not products:
             return []
         top_k = max(1, min(top_k, len(self.model.classes_)))
         with self._model_frame(products) as (rows, hashes):
             probabilities = self.model.predict_proba(rows)  # (N, C)
+            vectors = self.model.embed(rows) if embed else None  # photos read while they exist
         order = np.argsort(-probabilities, axis=1)[:, :top_k]
         out = []
         for i, product in enumerate(products):
             top = [self._score(int(self.model.classes_[j]), probabilities[i, j]) for j in order[i]]
             given = (("text", rows.at[i, "text"]), ("image", rows.at[i, "image_path"]))
             kinds = [kind for kind, value in given if value]
-            out.append(Prediction(top, "+".join(kinds), hashes[i], product.product_id))
+            embeddings = self._embeddings(vectors, i, kinds) if vectors is not None else None
+            out.append(Prediction(top, "+".join(kinds), hashes[i], product.product_id, embeddings))
         return out
 
     def embed(self, products: Sequence[ProductInput]) -> dict[str, Any]:
@@ -155,6 +173,39 @@ class Predictor:
         ``ProductClassifier.embed``); checked like predictions."""
         with self._model_frame(products) as (rows, _):
             return self.model.embed(rows)
+
+    def shared_space_problem(self) -> str | None:
+        """Why the model cannot search photos by a phrase, or None when it can."""
+        return self.model.shared_space_problem()
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) vectors of search phrases, cleaned like product text, in the space of the
+        model's photo vectors. NoSharedSpaceError (a 409) says why a model has no such space;
+        InvalidProductError names a phrase without a word to search by."""
+        if problem := self.shared_space_problem():
+            raise NoSharedSpaceError(problem)
+        cleaned = [product_text(text, "") for text in texts]
+        for position, text in enumerate(cleaned):
+            if not text:
+                raise InvalidProductError(f"search text {position} has no words to search by")
+        return self.model.embed_texts(cleaned)
+
+    def _embeddings(self, vectors: dict[str, Any], row: int, kinds: list[str]) -> list[Embedding]:
+        """Row ``row`` of each modality's matrix the product has an input for, as lists."""
+        shared = self.shared_space_problem() is None
+        out = []
+        for modality in ("text", "image"):
+            if modality not in vectors or modality not in kinds:
+                continue
+            matrix = vectors[modality]
+            if sparse.issparse(matrix):
+                one = sparse.csr_matrix(matrix[row])
+                one.sort_indices()
+                values, indices = one.data.astype(float).tolist(), one.indices.tolist()
+            else:
+                values, indices = np.asarray(matrix[row], dtype=float).tolist(), None
+            out.append(Embedding(modality, int(matrix.shape[1]), values, indices, shared))
+        return out
 
     @contextmanager
     def _model_frame(

@@ -3,8 +3,10 @@
 ``compare`` scores two products (cosine per modality, text and/or image, and their mean);
 ``CatalogueIndex`` holds the labelled catalogue's vectors so ``nearest`` finds the products
 closest to a query: duplicate listings, and listings whose category disagrees with their
-look-alikes'. An index belongs to one model version (vectors of another model mean nothing);
-``prodclass index build`` writes it under ``state_dir/similarity/``.
+look-alikes'. ``text_query`` turns a phrase into such a query when the model puts texts and
+photos in one space, so the catalogue's photos can be searched by words. An index belongs to
+one model version (vectors of another model mean nothing); ``prodclass index build`` writes it
+under ``state_dir/similarity/``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sklearn.preprocessing import normalize
 from prodclass.serving.predictor import Predictor, ProductInput
 
 MODALITIES = ("text", "image")
-CATALOGUE_COLUMNS = ["productid", "imageid", "designation", "label"]
+CATALOGUE_COLUMNS = ["productid", "imageid", "designation", "label", "image_path"]
 
 
 class IndexMissingError(LookupError):
@@ -61,6 +63,14 @@ def compare(predictor: Predictor, a: ProductInput, b: ProductInput) -> dict[str,
     return scores
 
 
+def text_query(predictor: Predictor, text: str) -> dict[str, Any]:
+    """A phrase as a ``CatalogueIndex.nearest`` query: its vector in the model's shared
+    text-photo space stands for both modalities, so it is compared with the catalogue's photos
+    ("image"), titles ("text") or both. NoSharedSpaceError when the model has no such space."""
+    vector = predictor.embed_texts([text])  # (1, D)
+    return {"text": vector, "image": vector}
+
+
 @dataclass
 class CatalogueIndex:
     model_key: str  # the model version (or URI) whose space the vectors are in
@@ -85,7 +95,11 @@ class CatalogueIndex:
             stacked = sparse.vstack(chunks) if sparse.issparse(chunks[0]) else np.vstack(chunks)
             vectors[modality], present[modality] = unit_rows(stacked)
         key = predictor.model_version or predictor.model_uri
-        return cls(key, products[CATALOGUE_COLUMNS].copy(), vectors, present)
+        catalogue = products[CATALOGUE_COLUMNS].copy()
+        # absolute: the API that serves the photos may not run where the index was built from
+        paths = catalogue["image_path"]
+        catalogue["image_path"] = [str(Path(p).resolve()) if p else "" for p in paths]
+        return cls(key, catalogue, vectors, present)
 
     def nearest(
         self, query: dict[str, Any], k: int = 10, modality: str = "both", exclude: str | None = None
@@ -131,13 +145,32 @@ class CatalogueIndex:
             )
         return out
 
-    def row_vectors(self, row_id: str) -> dict[str, Any]:
-        """A catalogue product's own vectors (to find its look-alikes)."""
+    def _position(self, row_id: str) -> int:
         positions = np.flatnonzero(self.catalogue.index == row_id)
         if not len(positions):
             raise LookupError(f"no catalogue product with row id {row_id!r}")
-        i = positions[0]
+        return int(positions[0])
+
+    def row_vectors(self, row_id: str) -> dict[str, Any]:
+        """A catalogue product's own vectors (to find its look-alikes)."""
+        i = self._position(row_id)
         return {m: v[i : i + 1] for m, v in self.vectors.items() if self.present[m][i]}
+
+    def photo_path(self, row_id: str) -> Path:
+        """Where a catalogue product's photo is (search results show it); LookupError says why
+        there is none to show."""
+        i = self._position(row_id)
+        if "image_path" not in self.catalogue:
+            raise LookupError(
+                "this catalogue index records no photo files: rebuild it with "
+                "`prodclass index build --force`"
+            )
+        path = self.catalogue["image_path"].iloc[i]
+        if not path:
+            raise LookupError(f"catalogue product {row_id} has no photo")
+        if not Path(path).is_file():
+            raise LookupError(f"the photo of catalogue product {row_id} is no longer on disk")
+        return Path(path)
 
     # ---- files --------------------------------------------------------------------------
     def save(self, folder: Path) -> Path:

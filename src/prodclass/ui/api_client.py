@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -106,6 +107,22 @@ class ApiClient:
     def feedback(self, prediction_id: str, prdtypecode: int, comment: str = "") -> dict[str, Any]:
         body = {"prdtypecode": prdtypecode, "comment": comment}
         return self._json("POST", f"/feedback/{prediction_id}", json=body)
+
+    # ---- catalogue ----------------------------------------------------------------------------
+    def search_photos(self, text: str, k: int = 12) -> dict[str, Any]:
+        """Catalogue products whose photos are nearest to a phrase (the answer of
+        ``GET /products/similar``); a model without a shared text-photo space says why (409)."""
+        params = {"text": text, "modality": "image", "k": k}
+        return self._json("GET", "/products/similar", params=params)
+
+    def catalogue_photo(self, row_id: str) -> bytes | None:
+        """A catalogue product's photo, None when it has none to show."""
+        try:
+            return self._request("GET", f"/products/{quote(row_id, safe='')}/image").content
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     # ---- models -------------------------------------------------------------------------------
     def models(self) -> list[dict[str, Any]]:

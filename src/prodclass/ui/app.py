@@ -1,7 +1,8 @@
 """prodclass web app: `prodclass ui` (or `streamlit run src/prodclass/ui/app.py`).
 
 What a user sees depends on the role the API gives them: clients classify (one product or a
-batch), reviewers also work the review queue and watch monitoring, admins also manage models.
+batch) and search the catalogue's photos by words, reviewers also work the review queue and
+watch monitoring, admins also manage models.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ except ModuleNotFoundError:  # a clone run without installing (Streamlit Communi
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from prodclass.ui import session  # noqa: E402
-from prodclass.ui.views import batch, classify, models, monitoring, review  # noqa: E402
+from prodclass.ui.views import batch, classify, models, monitoring, review, search  # noqa: E402
 
 PAGES_BY_ROLE = {
-    "client": ("classify", "batch"),
-    "reviewer": ("classify", "batch", "review", "monitoring"),
-    "admin": ("classify", "batch", "review", "monitoring", "models"),
+    "client": ("classify", "batch", "search"),
+    "reviewer": ("classify", "batch", "search", "review", "monitoring"),
+    "admin": ("classify", "batch", "search", "review", "monitoring", "models"),
 }
 PAGES = {
     "classify": st.Page(classify.render, title="Classify a product", url_path="classify"),
     "batch": st.Page(batch.render, title="Batch", url_path="batch"),
+    "search": st.Page(search.render, title="Search the catalogue", url_path="search"),
     "review": st.Page(review.render, title="Review queue", url_path="review"),
     "monitoring": st.Page(monitoring.render, title="Monitoring", url_path="monitoring"),
     "models": st.Page(models.render, title="Models", url_path="models"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -67,6 +67,27 @@ class ModelRef(BaseModel):
     uri: str
 
 
+class EmbeddingOut(BaseModel):
+    """One product's vector for one modality, in the serving model's own space."""
+
+    modality: Literal["text", "image"] = Field(
+        description="What the vector represents: the title + description, or the photo."
+    )
+    dimension: int = Field(description="The vector's length.")
+    values: list[float] = Field(
+        description="The whole vector (dense), or its non-zero values when `indices` is set."
+    )
+    indices: list[int] | None = Field(
+        default=None,
+        description="Sparse vectors (the TF-IDF text vectors): the position of each value; "
+        "every other position is 0. None: `values` is the whole vector.",
+    )
+    shared_space: bool = Field(
+        description="True: text and photo vectors of this model live in one space and may be "
+        "compared by cosine (clip-style); False: compare a modality with the same modality only."
+    )
+
+
 class PredictionOut(BaseModel):
     prediction_id: str
     prdtypecode: int
@@ -78,6 +99,11 @@ class PredictionOut(BaseModel):
     imageid: str | None = None
     product_identifier: str | None = None
     latency_ms: float
+    embeddings: list[EmbeddingOut] | None = Field(
+        default=None,
+        description="Only when asked (`return_embedding`): the product in the serving model's "
+        "space, one vector per modality the product has. Absent otherwise.",
+    )
 
 
 class ProductIn(BaseModel):
@@ -99,6 +125,9 @@ class BatchIn(BaseModel):
 
     products: list[ProductIn] = Field(min_length=1)
     top_k: int | None = Field(default=None, ge=1, le=27)
+    return_embedding: bool = Field(
+        default=False, description="Also answer each product's vectors (`embeddings`)."
+    )
 
 
 class BatchOut(BaseModel):

@@ -26,6 +26,7 @@ from prodclass.serving.api.schemas import (
     BatchIn,
     BatchOut,
     CategoryOut,
+    EmbeddingOut,
     ModelRef,
     PredictionOut,
     ProductIn,
@@ -64,7 +65,14 @@ def _answer(
     latency_ms: float,
 ) -> tuple[PredictionOut, LogRecord]:
     top = [CategoryOut(**vars(score)) for score in prediction.top]
+    # set only when asked: an unset field stays out of the answer (response_model_exclude_unset)
+    asked = (
+        {"embeddings": [EmbeddingOut(**vars(e)) for e in prediction.embeddings]}
+        if prediction.embeddings is not None
+        else {}
+    )
     out = PredictionOut(
+        **asked,
         prediction_id=str(uuid.uuid4()),
         prdtypecode=prediction.prdtypecode,
         category=top[0],
@@ -101,10 +109,15 @@ def _answer(
 
 
 async def _predict_page(
-    services: Services, principal: Principal, page: list[ReceivedProduct], top_k: int, wait: float
+    services: Services,
+    principal: Principal,
+    page: list[ReceivedProduct],
+    top_k: int,
+    wait: float,
+    embed: bool = False,
 ) -> list[PredictionOut]:
     start = time.perf_counter()
-    future = services.queue.submit([p.input for p in page], top_k, wait_seconds=wait)
+    future = services.queue.submit([p.input for p in page], top_k, wait_seconds=wait, embed=embed)
     answer = await asyncio.wrap_future(future)
     latency_ms = (time.perf_counter() - start) * 1000
     outs, records = [], []
@@ -130,8 +143,10 @@ async def read_upload(upload: UploadFile | None, limit: int) -> bytes | None:
 @router.post(
     "/predict",
     response_model=PredictionOut,
+    response_model_exclude_unset=True,  # `embeddings` only when asked
     summary="Classify one product (title, description and/or photo)",
     responses={
+        409: {"description": "embeddings asked of a model family that has none"},
         413: {"description": "photo too large"},
         422: {"description": "nothing to classify, or the photo is not a usable image"},
         503: {"description": "queue full (Retry-After) or no model loaded"},
@@ -146,6 +161,9 @@ async def predict(
     imageid: Annotated[Storable | None, Form(max_length=64)] = None,
     product_identifier: Annotated[Storable | None, Form(max_length=128)] = None,
     top_k: Annotated[int | None, Form(ge=1, le=27)] = None,
+    return_embedding: Annotated[
+        bool, Form(description="Also answer the product's vectors (`embeddings`).")
+    ] = False,
     image: Annotated[
         UploadFile | None, File(description="The product photo (JPEG, PNG...)")
     ] = None,
@@ -155,15 +173,21 @@ async def predict(
         designation, description, photo, product_id, imageid, product_identifier
     )
     k = top_k or services.settings.api_top_k
-    (out,) = await _predict_page(services, principal, [product], k, wait=0.0)
+    (out,) = await _predict_page(
+        services, principal, [product], k, wait=0.0, embed=return_embedding
+    )
     return out
 
 
 @router.post(
     "/predict/batch",
     response_model=BatchOut,
+    response_model_exclude_unset=True,  # `embeddings` only when asked
     summary="Classify many products given as JSON (photos as base64)",
-    responses={413: {"description": "too many products: page them or send a zip"}},
+    responses={
+        409: {"description": "embeddings asked of a model family that has none"},
+        413: {"description": "too many products: page them or send a zip"},
+    },
 )
 async def predict_batch(body: BatchIn, services: ServicesDep, principal: AnyUser) -> BatchOut:
     limit = services.settings.api_max_products_per_request
@@ -182,7 +206,10 @@ async def predict_batch(body: BatchIn, services: ServicesDep, principal: AnyUser
     k = body.top_k or services.settings.api_top_k
     pages = [products[i : i + PAGE] for i in range(0, len(products), PAGE)]
     outs = await asyncio.gather(
-        *(_predict_page(services, principal, page, k, BATCH_WAIT_SECONDS) for page in pages)
+        *(
+            _predict_page(services, principal, page, k, BATCH_WAIT_SECONDS, body.return_embedding)
+            for page in pages
+        )
     )
     return BatchOut(predictions=[o for page in outs for o in page])
 
@@ -238,7 +265,7 @@ async def predict_zip(
             if page:
                 outs = await _predict_page(services, principal, page, k, BATCH_WAIT_SECONDS)
                 for product, out in zip(page, outs):
-                    answers[str(product.product_identifier)] = out.model_dump()
+                    answers[str(product.product_identifier)] = out.model_dump(exclude_unset=True)
             for row_id, answer in answers.items():
                 yield (json.dumps({"row": row_id, **answer}) + "\n").encode()
 

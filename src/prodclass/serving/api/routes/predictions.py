@@ -82,5 +82,9 @@ def prediction_image(
     path = services.settings.upload_dir / sha[:2] / sha
     if not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the photo is not stored (yet)")
-    data = path.read_bytes()
+    return photo_response(path.read_bytes())
+
+
+def photo_response(data: bytes) -> Response:
+    """A stored photo with its media type (PNG, else JPEG: what uploads and the catalogue hold)."""
     return Response(data, media_type="image/png" if data.startswith(b"\x89PNG") else "image/jpeg")
