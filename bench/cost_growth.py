@@ -138,7 +138,7 @@ def _photo_features(work: Path) -> tuple[float, dict[str, Any]]:
     model = create("multimodal-effnet", {"variant": "efficientnet-lite0", "views": ["orig"]})
     start = time.perf_counter()
     store = model.cache_photo_features(paths)
-    features = model._frozen_features(store, 1)  # (N, 1, 1280)
+    features = model.frozen.pooled(store, 1)  # (N, 1, 1280)
     seconds = time.perf_counter() - start
     probe = paths[: min(len(paths), 200)]
     decode_start = time.perf_counter()

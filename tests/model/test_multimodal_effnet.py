@@ -24,13 +24,10 @@ from tests.model.multimodal_checks import (
     check_unreadable_photo_refused_by_name,
 )
 
-from prodclass.models.multimodal_effnet import (
-    NET_FILE,
-    TFIDF_DIR,
-    MultimodalEffnetClassifier,
-    MultimodalEffnetParams,
-)
+from prodclass.models.effnet_net import NET_FILE
+from prodclass.models.multimodal_effnet import MultimodalEffnetClassifier, MultimodalEffnetParams
 from prodclass.models.registry import create, load_model_dir
+from prodclass.models.stacked_members import TFIDF_DIR
 from prodclass.registry.model_registry import load_classifier, promote, register
 from prodclass.serving.predictor import InvalidProductError, Predictor, ProductInput
 from prodclass.settings import get_settings
