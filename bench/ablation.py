@@ -7,7 +7,8 @@ Usage: .venv/bin/python bench/ablation.py [--row NAME ...] [--heavy] [--folds K]
                                           [--data-dir DIR] [--out FILE]
     --row       only this row (repeat: these rows, in this order; names as in the table;
                 default: every light row)
-    --heavy     also the rows that fine-tune a network (multimodal-effnet: ~10 min per fit)
+    --heavy     also the rows that train a network (clip-style towers, multimodal-effnet's last
+                block: ~10 min per fit)
     --folds     cross-validation folds (default 5); --seed the fold hash's seed (default 42)
     --data-dir  default: PRODCLASS_DATA_DIR (settings)
     --out       markdown table (default reports/ablation.md), rewritten after every row
@@ -79,6 +80,9 @@ ROWS: tuple[Row, ...] = (
             "pseudo_labels": True,
         },
     ),
+    Row("clip-style linear probe", "clip-style", {"stage2": "linear_probe"}, heavy=True),
+    Row("clip-style fine-tune", "clip-style", {"stage2": "finetune"}, heavy=True),
+    Row("clip-style zero-shot (category names)", "clip-style", {"stage2": "zero_shot"}, heavy=True),
     Row(
         "fine-tuned last block + modality dropout (multimodal-effnet, Lite0)",
         "multimodal-effnet",
