@@ -63,6 +63,7 @@ ROWS: tuple[Row, ...] = (
     Row("+ OCR on photo-only products", "late-fusion", {"ocr": "photo_only"}, "image_only"),
     Row("+ OCR on every photo", "late-fusion", {"ocr": "all"}, "both"),
     Row("stacked fusion", "late-fusion", {"fusion": "stacked"}, "both"),
+    Row("+ title n-grams", "late-fusion", {"title_weight": 1.0}, "text_only"),
     Row("word n-grams only", "late-fusion", {"text_ngrams": "word"}, "text_only"),
     Row("+ French word vectors", "late-fusion", {"word_vectors": True}, "text_only"),
     Row("catalogue class weights", "late-fusion", {"class_weight": "catalogue"}),

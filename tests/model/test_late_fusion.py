@@ -149,11 +149,24 @@ def test_word_ngrams_only_and_word_vectors_change_the_text_features(splits):
     train = splits["train"]
     words_only = create("late-fusion", FAST | {"text_ngrams": "word", "word_vectors": True})
     words_only.fit(train)
-    parts = dict(words_only.text_features.transformer_list)
-    assert set(parts) == {"word", "vectors"}
+    parts = dict(words_only.text_features.named_transformers_)
+    assert set(parts) - {"remainder"} == {"word", "vectors"}
     vectors = parts["vectors"].transform(["piscine gonflable", ""]).toarray()
     assert np.linalg.norm(vectors[0]) == pytest.approx(1.0, abs=1e-5) and not vectors[1].any()
     check_distributions_over_codes(words_only, splits["test"], CODES)
+
+
+def test_title_ngrams_weigh_the_title_apart(trained, splits):
+    titled = create("late-fusion", FAST | {"title_weight": 1.0})
+    titled.fit(splits["train"])
+    parts = set(titled.text_features.named_transformers_)
+    assert {"word", "char", "title_word", "title_char"} <= parts
+    assert titled.text_features.transformer_weights == {"title_word": 1.0, "title_char": 1.0}
+    rows = splits["test"][splits["test"]["text"] != ""]
+    assert (rows["title"] != "").all()  # prepared folders carry the cleaned title
+    assert not np.allclose(titled.predict_proba(rows), trained[0].predict_proba(rows))
+    # a frame without titles still classifies: the title block then reads nothing
+    check_distributions_over_codes(titled, rows.drop(columns="title"), CODES)
 
 
 def test_stacked_fusion_fits_a_stacker_on_out_of_fold_answers(trained, splits):

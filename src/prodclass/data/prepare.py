@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 PRODUCTS_FILE = "products.csv"
 META_FILE = "meta.json"
-MANIFEST_COLUMNS = ["productid", "imageid", "label", "modality", "split", "text", "image"]
+MANIFEST_COLUMNS = [
+    "productid", "imageid", "label", "modality", "split", "text", "title", "image"
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ def load_prepared(prepared_dir: Path, split: str | None = None) -> pd.DataFrame:
     )
     products.index = products.index.astype(str)
     products["text"] = products["text"].astype(str)
+    # the cleaned title apart (some text features weigh it on its own); '' in older folders
+    products["title"] = products["title"].astype(str) if "title" in products else ""
     image_dir = Path(meta["image_dir"])
     products["image_path"] = [str(image_dir / name) if name else "" for name in products["image"]]
     if split is not None:

@@ -24,9 +24,9 @@ class UnlabelledDataError(ValueError):
 
 
 def unlabelled_products(data_dir: Path) -> pd.DataFrame:
-    """``text`` and ``image_path`` ('' when absent) of every usable unlabelled product
+    """``text``, ``title`` and ``image_path`` ('' when absent) of every usable unlabelled product
     (unusable photos and rows are left out and counted in the log)."""
-    products = _validated(data_dir)[["text", "image_path"]].copy()
+    products = _validated(data_dir)[["text", "title", "image_path"]].copy()
     products.index = [f"unlabelled-{i}" for i in products.index]  # never a labelled row's id
     return products
 

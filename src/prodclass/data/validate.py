@@ -28,7 +28,7 @@ from prodclass.data.layout import (
     read_features,
     read_labels,
 )
-from prodclass.data.text import product_text
+from prodclass.data.text import clean_text, product_text
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def validate(
     features["text"] = [
         product_text(d, s) for d, s in zip(features["designation"], features["description"])
     ]
+    features["title"] = [clean_text(d) for d in features["designation"]]
     features["has_text"] = features["text"].str.len() > 0
     image_dir = layout.image_dir(subset)
     features["image_path"] = [
@@ -158,6 +159,7 @@ def validate(
         "designation",
         "description",
         "text",
+        "title",
         "image_path",
         "has_text",
         "has_image",

@@ -47,7 +47,13 @@ from prodclass.models.fusion import Fusion, fit_stacked, fit_weighted, log_softm
 from prodclass.models.linear_softmax import LinearSoftmax, fit_linear_softmax
 from prodclass.models.photo_features import FrozenPhotoEncoder
 from prodclass.models.product_words import ocr_words
-from prodclass.models.tfidf_linear import TfidfLinearParams, build_features, linear_classifier
+from prodclass.models.tfidf_linear import (
+    TfidfLinearParams,
+    build_features,
+    documents,
+    linear_classifier,
+    product_titles,
+)
 from prodclass.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,7 @@ class LateFusionParams(FamilyParams):
     ocr: Literal["off", "photo_only", "all"] = "off"  # which photos Tesseract reads
     text_ngrams: Literal["word", "word+char"] = "word+char"
     word_vectors: bool = False  # append the mean fr_core_news_md vector to the text features
+    title_weight: float = Field(0.0, ge=0)  # > 0: the title's own n-grams, scaled (tfidf_linear)
     fusion: Literal["weighted", "stacked"] = "weighted"
     fusion_folds: int = Field(3, ge=2)  # inner K-fold giving the out-of-fold member answers
     class_weight: ClassWeight = "balanced"
@@ -90,7 +97,11 @@ class LateFusionClassifier(ProductClassifier):
         self.text_params = TfidfLinearParams(
             **(
                 params.tfidf
-                | {"analyzers": params.text_ngrams, "word_vectors": params.word_vectors}
+                | {
+                    "analyzers": params.text_ngrams,
+                    "word_vectors": params.word_vectors,
+                    "title_weight": params.title_weight,
+                }
             )
         )
         self.encoder = FrozenPhotoEncoder(params.variant)
@@ -109,6 +120,18 @@ class LateFusionClassifier(ProductClassifier):
         if not self.params.use_text:
             return [""] * len(products)
         return [str(t) for t in products["text"]]
+
+    def _titles(self, products: pd.DataFrame) -> list[str]:
+        """Cleaned titles ('' when the frame has none or the text member is off)."""
+        titles = product_titles(products) if self.params.use_text else None
+        return titles if titles is not None else [""] * len(products)
+
+    def _documents(
+        self, products: pd.DataFrame, words: list[str], rows: np.ndarray
+    ) -> pd.DataFrame:
+        """What the text member reads for ``rows``: their words and titles."""
+        titles = self._titles(products)
+        return documents([words[r] for r in rows], [titles[r] for r in rows])
 
     def _words(self, products: pd.DataFrame) -> list[str]:
         """Title + description, plus the words on the photo where the ``ocr`` switch says."""
@@ -148,8 +171,8 @@ class LateFusionClassifier(ProductClassifier):
             scores = np.stack([-scores, scores], axis=1)
         return self._aligned(svm.classes_, scores, fill=float(np.min(scores)) - 10.0)
 
-    def _text_logproba(self, words: list[str]) -> np.ndarray:
-        x = self.text_features.transform(words)
+    def _text_logproba(self, docs: pd.DataFrame) -> np.ndarray:
+        x = self.text_features.transform(docs)
         return log_softmax(self._svm_scores(self.text_svm, x) / self.temperatures["text"])
 
     def _photo_logproba(self, features: np.ndarray) -> np.ndarray:
@@ -187,11 +210,11 @@ class LateFusionClassifier(ProductClassifier):
             warnings.simplefilter("ignore", UserWarning)
             return list(splitter.split(np.zeros(len(y)), y))
 
-    def _fit_text(self, words: list[str], y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def _fit_text(self, docs: pd.DataFrame, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Fit the text member on products with words; return their out-of-fold scores."""
         self.text_features = build_features(self.text_params)
-        x = self.text_features.fit_transform(words)
-        oof = np.zeros((len(words), len(self.classes_)), np.float32)
+        x = self.text_features.fit_transform(docs)
+        oof = np.zeros((len(docs), len(self.classes_)), np.float32)
         for train_rows, held_out in self._folds(y):
             svm = linear_classifier(self.text_params, class_weight=None)
             svm.fit(x[train_rows], self.classes_[y[train_rows]], sample_weight=weights[train_rows])
@@ -236,8 +259,8 @@ class LateFusionClassifier(ProductClassifier):
         oof_text = np.zeros((len(train), len(self.classes_)), np.float32)
         if p.use_text:
             w_text = row_weights(labels[word_rows], p.class_weight, catalogue)
-            words_fitted = [words[r] for r in word_rows]
-            oof_text[word_rows] = self._fit_text(words_fitted, y[word_rows], w_text)
+            docs = self._documents(train, words, word_rows)
+            oof_text[word_rows] = self._fit_text(docs, y[word_rows], w_text)
         photo_rows = np.flatnonzero(has_photo)
         w_photo = row_weights(labels[photo_rows], p.class_weight, catalogue)
         oof_photo = np.zeros_like(oof_text)
@@ -319,7 +342,7 @@ class LateFusionClassifier(ProductClassifier):
         word_rows = word_rows[routes[word_rows] != "none"]
         text_lp = np.zeros_like(out)
         if len(word_rows):
-            text_lp[word_rows] = self._text_logproba([words[r] for r in word_rows])
+            text_lp[word_rows] = self._text_logproba(self._documents(products, words, word_rows))
         photo_lp = np.zeros_like(out)
         if has_photo.any():
             photo_lp[has_photo] = self._photo_logproba(features)
@@ -341,7 +364,8 @@ class LateFusionClassifier(ProductClassifier):
         out: dict[str, Any] = {}
         if self.params.use_text:
             texts = self._text(products)
-            out["text"] = sparse.csr_matrix(self.text_features.transform(texts))
+            docs = self._documents(products, texts, np.arange(len(products)))
+            out["text"] = sparse.csr_matrix(self.text_features.transform(docs))
         has_photo, features = self._photo_features(products)
         image = np.zeros((len(products), self.photo_member.linear.in_features), np.float32)
         if has_photo.any():

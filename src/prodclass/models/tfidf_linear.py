@@ -1,22 +1,27 @@
 """Text baseline: TF-IDF over word and character n-grams, then a linear classifier.
 
 Character n-grams survive the glued words and typos of merchant text; word bigrams keep
-phrases such as "carte pokemon". Probabilities come from the classifier (logistic regression)
-or from a sigmoid calibration of a linear SVM.
+phrases such as "carte pokemon". The title can get n-gram features of its own beside those of
+the whole text (``title_weight``): a word in the title says more about the product type than
+the same word deep in a description. Probabilities come from the classifier (logistic
+regression) or from a sigmoid calibration of a linear SVM.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import joblib
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from prodclass.models.base import FamilyParams, ProductClassifier
@@ -33,6 +38,7 @@ class TfidfLinearParams(FamilyParams):
     max_features_word: int = 200_000
     max_features_char: int = 300_000
     min_df: int = 1
+    title_weight: float = Field(0.0, ge=0)  # > 0: the title's own word + char n-grams, scaled
     classifier: Literal["linear_svc", "logreg"] = "linear_svc"
     C: float = 0.5
     class_weight: Literal["balanced"] | None = "balanced"
@@ -71,7 +77,8 @@ class TfidfLinearClassifier(ProductClassifier):
         self.pipeline = self._build()
         # an optional ``weight`` column: per-product sample weights (e.g. a class-mix prior)
         weights = {"clf__sample_weight": rows["weight"].to_numpy()} if "weight" in rows else {}
-        self.pipeline.fit(rows["text"].tolist(), rows["label"].astype(int).to_numpy(), **weights)
+        labels = rows["label"].astype(int).to_numpy()
+        self.pipeline.fit(documents(rows["text"], product_titles(rows)), labels, **weights)
         self.classes_ = np.asarray(self.pipeline.classes_, dtype=np.int64)
         return {
             "n_train_text_rows": len(rows),
@@ -81,14 +88,13 @@ class TfidfLinearClassifier(ProductClassifier):
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:
         if self.pipeline is None:
             raise RuntimeError("model is not trained")
-        return self.pipeline.predict_proba(products["text"].fillna("").tolist())
+        return self.pipeline.predict_proba(_documents_of(products))
 
     def embed(self, products: pd.DataFrame) -> dict[str, Any]:
         """Text: the TF-IDF vector (sparse) the linear model reads."""
         if self.pipeline is None:
             raise RuntimeError("model is not trained")
-        texts = products["text"].fillna("").tolist()
-        return {"text": self.pipeline.named_steps["tfidf"].transform(texts)}
+        return {"text": self.pipeline.named_steps["tfidf"].transform(_documents_of(products))}
 
     def _save_files(self, path: Path) -> None:
         joblib.dump(self.pipeline, path / PIPELINE_FILE, compress=3)
@@ -97,40 +103,58 @@ class TfidfLinearClassifier(ProductClassifier):
         self.pipeline = joblib.load(path / PIPELINE_FILE)
 
 
-def build_features(p: TfidfLinearParams) -> FeatureUnion:
-    """The text features: TF-IDF word n-grams, char n-grams (``analyzers``) and, with
-    ``word_vectors``, the product's mean French word vector; each part L2-normalised."""
-    parts: list[tuple[str, Any]] = [
-        (
-            "word",
-            TfidfVectorizer(
-                analyzer="word",
-                ngram_range=(1, p.word_ngram_max),
-                sublinear_tf=True,
-                min_df=p.min_df,
-                max_features=p.max_features_word,
-                token_pattern=r"(?u)\b\w+\b",
-            ),
+def documents(words: Sequence[str], titles: Sequence[str] | None = None) -> pd.DataFrame:
+    """What the text features read: each product's words and, apart, its title."""
+    words = ["" if w is None else str(w) for w in words]
+    titles = [str(t) for t in titles] if titles is not None else [""] * len(words)
+    return pd.DataFrame({"words": words, "title": titles})
+
+
+def product_titles(products: pd.DataFrame) -> list[str] | None:
+    """The cleaned titles of ``products`` (None for frames that carry none)."""
+    return [str(t) for t in products["title"]] if "title" in products else None
+
+
+def _documents_of(products: pd.DataFrame) -> pd.DataFrame:
+    return documents(products["text"].fillna(""), product_titles(products))
+
+
+def _ngrams(p: TfidfLinearParams, analyzer: str, max_features: int | None) -> TfidfVectorizer:
+    if analyzer == "word":
+        return TfidfVectorizer(
+            analyzer="word",
+            ngram_range=(1, p.word_ngram_max),
+            sublinear_tf=True,
+            min_df=p.min_df,
+            max_features=max_features,
+            token_pattern=r"(?u)\b\w+\b",
         )
-    ]
-    if p.analyzers == "word+char":
-        parts.append(
-            (
-                "char",
-                TfidfVectorizer(
-                    analyzer="char_wb",
-                    ngram_range=(p.char_ngram_min, p.char_ngram_max),
-                    sublinear_tf=True,
-                    min_df=p.min_df,
-                    max_features=p.max_features_char,
-                ),
-            )
-        )
+    return TfidfVectorizer(
+        analyzer="char_wb",
+        ngram_range=(p.char_ngram_min, p.char_ngram_max),
+        sublinear_tf=True,
+        min_df=p.min_df,
+        max_features=max_features,
+    )
+
+
+def build_features(p: TfidfLinearParams) -> ColumnTransformer:
+    """The text features of ``documents``: TF-IDF word n-grams and char n-grams
+    (``analyzers``) of the words, with ``word_vectors`` the product's mean French word vector,
+    and with ``title_weight`` the same n-grams of the title alone; each part L2-normalised."""
+    analyzers = ["word", "char"] if p.analyzers == "word+char" else ["word"]
+    limits = {"word": p.max_features_word, "char": p.max_features_char}
+    parts: list[tuple[str, Any, str]] = [(a, _ngrams(p, a, limits[a]), "words") for a in analyzers]
     if p.word_vectors:
         from prodclass.models.word_vectors import MeanWordVectors  # loads spaCy: only here
 
-        parts.append(("vectors", MeanWordVectors()))
-    return FeatureUnion(parts)
+        parts.append(("vectors", MeanWordVectors(), "words"))
+    weights: dict[str, float] = {}
+    if p.title_weight > 0:
+        for a in analyzers:
+            parts.append((f"title_{a}", _ngrams(p, a, None), "title"))
+            weights[f"title_{a}"] = p.title_weight
+    return ColumnTransformer(parts, transformer_weights=weights or None, sparse_threshold=1.0)
 
 
 def linear_classifier(p: TfidfLinearParams, class_weight: Any = "params") -> LinearSVC:
@@ -139,11 +163,12 @@ def linear_classifier(p: TfidfLinearParams, class_weight: Any = "params") -> Lin
     return LinearSVC(C=p.C, class_weight=weight, random_state=p.seed)
 
 
-def feature_count(features: FeatureUnion) -> int:
-    """Width of the fitted feature union."""
+def feature_count(features: ColumnTransformer) -> int:
+    """Width of the fitted text features."""
     return int(
         sum(
             len(t.vocabulary_) if hasattr(t, "vocabulary_") else t.width
-            for _, t in features.transformer_list
+            for _, t, _ in features.transformers_
+            if hasattr(t, "transform")
         )
     )

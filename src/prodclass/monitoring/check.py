@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select
 
-from prodclass.data.text import product_text
+from prodclass.data.text import clean_text, product_text
 from prodclass.db.session import session_scope
 from prodclass.db.tables import PredictionRecord
 from prodclass.monitoring import journal
@@ -61,13 +61,14 @@ def logged_products(db_url: str, upload_dir: Path, since: datetime) -> pd.DataFr
         rows.append(
             {
                 "text": product_text(designation or "", description or ""),
+                "title": clean_text(designation or ""),
                 "image_path": str(photo) if photo is not None and photo.is_file() else "",
                 "prdtypecode": int(code),
                 "probability": float(probability),
                 "model_version": version,
             }
         )
-    columns = ["text", "image_path", "prdtypecode", "probability", "model_version"]
+    columns = ["text", "title", "image_path", "prdtypecode", "probability", "model_version"]
     return pd.DataFrame(rows, columns=columns)
 
 

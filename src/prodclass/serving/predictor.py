@@ -27,7 +27,7 @@ from scipy import sparse
 
 from prodclass.data.images import ImageError, open_image
 from prodclass.data.taxonomy import category, is_known
-from prodclass.data.text import product_text
+from prodclass.data.text import clean_text, product_text
 from prodclass.models.base import NoSharedSpaceError, ProductClassifier
 
 
@@ -218,9 +218,10 @@ class Predictor:
             for position, product in enumerate(products):
                 text, sha = self.check(product, position)
                 path = self._store(product.image, sha, Path(tmp))
-                rows.append({"text": text, "image_path": path})
+                title = clean_text(product.designation or "")
+                rows.append({"text": text, "title": title, "image_path": path})
                 hashes.append(sha)
-            yield pd.DataFrame(rows, columns=["text", "image_path"]), hashes
+            yield pd.DataFrame(rows, columns=["text", "title", "image_path"]), hashes
 
     def check(self, product: ProductInput, position: int = 0) -> tuple[str, str | None]:
         """The product's cleaned text and photo hash; InvalidProductError says why a product

@@ -4,11 +4,12 @@ Why in the evaluation report: a challenger that is one point of F1 better but te
 is a serving decision, not only a metric one, and the number has to come from the same model
 and the same rows as the scores.
 
-How it is measured: ``predict_proba`` on frames holding only what serving receives (``text``
-and ``image_path``), built from real rows of the evaluated frame in a seeded random order (so
-products with and without photos come in their natural mix). One untimed warm-up call per
-batch size first (lazy loads, allocator), then up to ``repeats`` timed calls, each on rows not
-used before when the frame is large enough, stopped early once ``max_seconds`` are spent.
+How it is measured: ``predict_proba`` on frames holding only what serving receives
+(``text``, ``title`` and ``image_path``), built from real rows of the evaluated frame in a
+seeded random order (so products with and without photos come in their natural mix). One
+untimed warm-up call per batch size first (lazy loads, allocator), then up to ``repeats``
+timed calls, each on rows not used before when the frame is large enough, stopped early once
+``max_seconds`` are spent.
 Families that cache per-photo work by content (image-network activations, words read on the
 photo) get empty temporary caches for the measurement: a serving model sees new photos, so a
 cache already holding the evaluated photos would time a disk read instead of the real work.
@@ -31,7 +32,7 @@ from prodclass.models.base import ProductClassifier
 
 log = logging.getLogger(__name__)
 
-SERVING_COLUMNS = ["text", "image_path"]
+SERVING_COLUMNS = ["text", "title", "image_path"]
 # batch size -> timed calls; the larger batch needs fewer calls for a stable median
 DEFAULT_REPEATS: Mapping[int, int] = {1: 50, 32: 10}
 MIN_CALLS = 3  # even when the time budget is spent: a p95 of fewer calls means little
@@ -70,7 +71,7 @@ def _cold_caches(model: ProductClassifier) -> Iterator[None]:
 
 def _batches(products: pd.DataFrame, batch_size: int, n: int, seed: int) -> list[pd.DataFrame]:
     """``n`` serving-shaped frames of ``batch_size`` real rows, distinct while rows last."""
-    frame = products[SERVING_COLUMNS].reset_index(drop=True)
+    frame = products.reindex(columns=SERVING_COLUMNS, fill_value="").reset_index(drop=True)
     order = np.random.default_rng(seed).permutation(len(frame))
     needed = batch_size * n
     positions = np.resize(order, needed)  # wraps around only when the frame is too small
