@@ -14,7 +14,7 @@ help: ## Show this help
 # Debian packages, each installed only when its command is missing (deploy/system/install-packages.sh).
 # The demo needs Tesseract (reads the text printed on product photos) and python3-venv; the tests
 # also need Chromium + driver (web app in a real browser), promtool (alert rules), docker-compose
-# (validates docker-compose.yml), npm (fetches helm) and PostgreSQL's server binaries.
+# (validates docker-compose.yml), npm (fetches helm), PostgreSQL's server binaries and redis-server.
 system-deps: ## Install the Debian packages the demo needs (Tesseract, python3-venv) when missing
 	@bash deploy/system/install-packages.sh demo
 

@@ -1,11 +1,13 @@
-"""Real servers for tests: PostgreSQL (a fresh database per module), free loopback ports,
-processes started in their own group, log tails.
+"""Real servers for tests: PostgreSQL (a fresh database per module), Redis (keys of its own per
+test), free loopback ports, processes started in their own group, log tails.
 
 PostgreSQL is the server named by ``PRODCLASS_TEST_POSTGRES_URL`` when it answers; otherwise a
 private cluster of our own (initdb in a temporary folder, a free loopback port) started from
 Debian's server binaries, so the PostgreSQL tests run on a real server on any machine that has
 the ``postgresql`` package. Without either they skip with the reason, and fail instead when
-``PRODCLASS_REQUIRE_POSTGRES=1`` (CI)."""
+``PRODCLASS_REQUIRE_POSTGRES=1`` (CI). Redis likewise: ``PRODCLASS_TEST_REDIS_URL`` when it
+answers, else a private ``redis-server`` (package ``redis-server``) for the session;
+``PRODCLASS_REQUIRE_REDIS=1`` turns a skip into a failure."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ import pytest
 
 POSTGRES_ENV = "PRODCLASS_TEST_POSTGRES_URL"
 REQUIRE_ENV = "PRODCLASS_REQUIRE_POSTGRES"
+REDIS_ENV = "PRODCLASS_TEST_REDIS_URL"
+REQUIRE_REDIS_ENV = "PRODCLASS_REQUIRE_REDIS"
 
 
 # the newest PostgreSQL server binaries Debian installed (initdb, pg_ctl), for a private cluster
@@ -203,6 +207,105 @@ def database(postgres_url: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+# ---- Redis ------------------------------------------------------------------------------
+def redis_unavailable(reason: str) -> None:
+    """Skip, or fail when the environment says Redis is required (CI)."""
+    message = (
+        f"no Redis server: set {REDIS_ENV} to a reachable server, e.g. "
+        f"redis://127.0.0.1:6379/0, or install redis-server ({reason})"
+    )
+    if os.environ.get(REQUIRE_REDIS_ENV) == "1":
+        pytest.fail(f"{REQUIRE_REDIS_ENV}=1 but {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def _redis_answers(url: str) -> str | None:
+    """None when the Redis server at ``url`` answers PING, else why not."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
+            client.ping()
+    except (redis.RedisError, ValueError) as exc:
+        return f"cannot reach {url}: {exc}"
+    return None
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """A ``redis-server`` of our own on a free loopback port, nothing saved to disk; yields its
+    URL and stops it at the end of the block."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        redis_unavailable("no redis-server command: make test-deps")
+    root = Path(tempfile.mkdtemp(prefix="prodclass-redis-"))
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    process = start_process(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(root)],
+        root / "redis.log",
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: process.poll() is not None or _redis_answers(url) is None,
+            "redis-server to answer",
+            timeout=30,
+            detail=lambda: tail(root / "redis.log"),
+        )
+        assert process.poll() is None, f"redis-server exited:\n{tail(root / 'redis.log')}"
+        yield url
+    finally:
+        stop_process(process)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fallback_redis() -> Iterator[str]:
+    """A private Redis for the whole session, used when no configured server answers."""
+    with private_redis() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server(request: pytest.FixtureRequest) -> str:
+    """The URL of a Redis server that answers: the configured one, else a private one."""
+    url = os.environ.get(REDIS_ENV, "").strip()
+    why = _redis_answers(url) if url else f"{REDIS_ENV} is unset"
+    if why is None:
+        return url
+    if shutil.which("redis-server") is None:
+        redis_unavailable(f"{why}; and no redis-server command: make test-deps")
+    return request.getfixturevalue("fallback_redis")
+
+
+@dataclass
+class RedisSpace:
+    """A Redis server and a key prefix no other test uses (a shared server may hold others'
+    keys: only these are read and deleted)."""
+
+    url: str
+    prefix: str
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    def stored_keys(self) -> list[str]:
+        with self.client() as client:
+            return sorted(key.decode() for key in client.scan_iter(f"{self.prefix}:*"))
+
+
+@pytest.fixture
+def redis_space(redis_server: str) -> Iterator[RedisSpace]:
+    space = RedisSpace(redis_server, f"prodclass-test-{uuid.uuid4().hex[:12]}")
+    yield space
+    with space.client() as client:
+        if keys := list(client.scan_iter(f"{space.prefix}:*")):
+            client.delete(*keys)
 
 
 def wait_for(condition, what: str, timeout: float = 60.0, every: float = 0.2, detail=None):

@@ -3,7 +3,8 @@
 #
 #   install-packages.sh demo   Tesseract OCR (+ French and English data), python3-venv
 #   install-packages.sh test   the test suite's tools: Chromium + driver, promtool,
-#                              docker-compose, npm (fetches helm), PostgreSQL server binaries
+#                              docker-compose, npm (fetches helm), PostgreSQL server binaries,
+#                              redis-server
 #
 # Each package is checked by the command it provides, one line per package. Nothing present
 # means no apt call at all (so no sudo prompt). Missing packages are installed one at a time,
@@ -33,6 +34,7 @@ test_packages=(
     "docker-compose|has docker-compose"
     "npm|has npm"
     "postgresql|has_initdb"
+    "redis-server|has redis-server"
 )
 
 case "${1:-}" in

@@ -147,6 +147,17 @@ class Settings(BaseSettings):
         default=3000, ge=1, description="Requests per user per minute (token bucket)."
     )
     api_rate_limit_burst: int = Field(default=200, ge=1)
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis server the API replicas share sign-in throttling, rate limits and "
+        "token revocations through (redis://host:6379/0); unset: each process keeps its own "
+        "(one machine).",
+    )
+    redis_prefix: str = Field(
+        default="prodclass",
+        min_length=1,
+        description="Start of every Redis key the API writes (several deployments, one server).",
+    )
     prediction_log_flush_seconds: float = Field(
         default=1.0, gt=0, description="How often buffered prediction records are written."
     )

@@ -1,6 +1,6 @@
 """The set-up logic itself: Debian packages installed only when missing (one at a time, never
-npm beside an npm that exists), the demo asking only for what it uses, and PostgreSQL tests
-running on a private cluster when the configured server does not answer."""
+npm beside an npm that exists), the demo asking only for what it uses, and PostgreSQL and Redis
+tests running on a private server when the configured one does not answer."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ from tests.servers import PG_BIN, free_port
 
 SCRIPT = PROJECT_ROOT / "deploy/system/install-packages.sh"
 # every command a package provides, as the script checks them
-PROVIDED = {"tesseract", "chromium", "chromedriver", "promtool", "docker-compose", "npm"}
+PROVIDED = {
+    "tesseract",
+    "chromium",
+    "chromedriver",
+    "promtool",
+    "docker-compose",
+    "npm",
+    "redis-server",
+}
 
 
 def fake_machine(tmp_path: Path, missing: set[str], refuse: set[str] = frozenset()) -> dict:
@@ -91,10 +99,12 @@ def test_nothing_missing_means_no_apt_call(tmp_path, group):
 
 
 def test_a_package_that_cannot_install_is_named_and_the_others_still_install(tmp_path):
-    machine = fake_machine(tmp_path, missing={"npm", "promtool", "initdb"}, refuse={"npm"})
+    machine = fake_machine(
+        tmp_path, missing={"npm", "promtool", "initdb", "redis-server"}, refuse={"npm"}
+    )
     done = run_script(machine, "test")
     assert done.returncode == 1
-    assert apt_installs(machine) == ["prometheus", "npm", "postgresql"]
+    assert apt_installs(machine) == ["prometheus", "npm", "postgresql", "redis-server"]
     assert "could not install npm: run 'apt-get install npm' by hand" in done.stderr
 
 
@@ -146,6 +156,35 @@ def test_postgres_tests_run_on_a_private_cluster_when_the_configured_server_is_c
         capture_output=True,
         text=True,
         timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout and "skipped" not in done.stdout, done.stdout
+
+
+REDIS_INNER_TEST = """
+def test_a_real_redis(redis_space):
+    with redis_space.client() as client:
+        client.set(f"{redis_space.prefix}:x", "ok")
+        assert client.get(f"{redis_space.prefix}:x") == b"ok"
+"""
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_redis_tests_run_on_a_private_server_when_the_configured_one_is_closed(tmp_path):
+    inner = tmp_path / "test_inner_redis.py"
+    inner.write_text(REDIS_INNER_TEST)
+    env = os.environ | {
+        "PRODCLASS_TEST_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "PRODCLASS_REQUIRE_REDIS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.servers", "-p", "no:cacheprovider",
+         "-q", "-rs", "--rootdir", str(tmp_path), str(inner)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout and "skipped" not in done.stdout, done.stdout

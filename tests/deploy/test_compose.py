@@ -41,6 +41,7 @@ def test_the_stack_is_valid_and_every_service_has_a_healthcheck(tmp_path):
     services = yaml.safe_load(done.stdout)["services"]
     assert set(services) >= {
         "postgres",
+        "redis",
         "minio",
         "mlflow",
         "api",
@@ -56,6 +57,8 @@ def test_the_stack_is_valid_and_every_service_has_a_healthcheck(tmp_path):
     assert api["build"]["target"] == "api"
     assert api["environment"]["PRODCLASS_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert api["environment"]["PRODCLASS_LOG_LEVEL"] == "INFO"  # from .env
+    assert api["environment"]["PRODCLASS_REDIS_URL"] == "redis://redis:6379/0"
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["ui"]["environment"]["PRODCLASS_API_URL"] == "http://api:8000"
 
 
@@ -84,7 +87,13 @@ LISTEN = {
     "ui": ("env", "PRODCLASS_UI_HOST", "PRODCLASS_UI_PORT"),
     "mlflow": ("command", "--host", "--port"),
 }
-IMAGE_PORTS = {"postgres": {5432}, "minio": {9000, 9001}, "prometheus": {9090}, "grafana": {3000}}
+IMAGE_PORTS = {
+    "postgres": {5432},
+    "redis": {6379},
+    "minio": {9000, 9001},
+    "prometheus": {9090},
+    "grafana": {3000},
+}
 LOOPBACK = re.compile(r"^(127\.|localhost$|::1$|\[::1\]$)")
 
 
@@ -113,7 +122,13 @@ def test_every_service_others_call_listens_where_they_call_it(tmp_path):
     for service in services.values():
         text = json.dumps({k: service.get(k) for k in ("environment", "command", "entrypoint")})
         called |= {(host, int(port)) for host, port in CALL.findall(text) if host in services}
-    assert {("api", 8000), ("mlflow", 5000), ("postgres", 5432), ("minio", 9000)} <= called
+    assert {
+        ("api", 8000),
+        ("mlflow", 5000),
+        ("postgres", 5432),
+        ("minio", 9000),
+        ("redis", 6379),
+    } <= called
     for name, port in sorted(called):
         host, ports = listening(name, services[name])
         assert not LOOPBACK.match(host), f"{name} listens on {host}: {port} unreachable"

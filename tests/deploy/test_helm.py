@@ -121,7 +121,13 @@ def test_the_api_is_probed_autoscaled_and_reads_settings_and_secrets():
 def test_every_setting_the_chart_sets_is_a_real_setting():
     """A misspelt PRODCLASS_ name would be silently ignored by the application."""
     known = {f"PRODCLASS_{name.upper()}" for name in Settings.model_fields}
-    objects = render(**{"mlflow.enabled": "true", "secrets.values.MLFLOW_BACKEND_STORE_URI": "x"})
+    objects = render(
+        **{
+            "mlflow.enabled": "true",
+            "secrets.values.MLFLOW_BACKEND_STORE_URI": "x",
+            "redis.url": "redis://cache:6379/0",
+        }
+    )
     names = set(objects[("ConfigMap", "shop-prodclass-settings")]["data"])
     names |= set(objects[("Secret", "shop-prodclass-secrets")]["stringData"])
     for kind, name in objects:
@@ -131,6 +137,24 @@ def test_every_setting_the_chart_sets_is_a_real_setting():
     ours = {name for name in names if name.startswith("PRODCLASS_")}
     assert ours, "no settings rendered"
     assert ours <= known, ours - known
+
+
+def test_the_api_pods_share_the_redis_given_by_value_or_secret():
+    objects = render(**{"redis.url": "redis://cache.shop:6379/0"})
+    settings = objects[("ConfigMap", "shop-prodclass-settings")]["data"]
+    assert settings["PRODCLASS_REDIS_URL"] == "redis://cache.shop:6379/0"
+    assert settings["PRODCLASS_REDIS_PREFIX"] == "prodclass"
+
+    with_password = "redis://:pw@cache.shop:6379/0"
+    objects = render(**{"secrets.values.PRODCLASS_REDIS_URL": with_password})
+    assert objects[("Secret", "shop-prodclass-secrets")]["stringData"]["PRODCLASS_REDIS_URL"] == (
+        with_password
+    )
+    assert "PRODCLASS_REDIS_URL" not in objects[("ConfigMap", "shop-prodclass-settings")]["data"]
+
+    unset = render()
+    assert "PRODCLASS_REDIS_URL" not in unset[("ConfigMap", "shop-prodclass-settings")]["data"]
+    assert "PRODCLASS_REDIS_URL" not in unset[("Secret", "shop-prodclass-secrets")]["stringData"]
 
 
 def test_migrations_run_as_a_hook_before_upgrades():
@@ -164,6 +188,11 @@ def test_the_optional_mlflow_server_is_what_the_api_is_pointed_at():
         ("settings.PRODCLASS_MLFLOW_TRACKING_URI", None, "PRODCLASS_MLFLOW_TRACKING_URI"),
         (None, {"secrets.values.PRODCLASS_JWT_SECRET": "short"}, "at least 32 characters"),
         (None, {"ingress.enabled": "true"}, "ingress.api.host is required"),
+        (
+            None,
+            {"redis.url": "redis://a:6379/0", "secrets.values.PRODCLASS_REDIS_URL": "redis://b"},
+            "give the Redis URL once",
+        ),
     ],
 )
 def test_missing_or_weak_values_stop_the_install_with_a_reason(missing, override, message):

@@ -121,9 +121,26 @@ def users_password(
             update_user(session, username, password=password, is_active=True)
         except LookupError as exc:
             raise ValueError(str(exc.args[0])) from None
+    _revoked_everywhere(username)
     console.print(f"password of {username} set")
     if generate_password:
         typer.echo(f"password of {username}: {password}")
+
+
+def _revoked_everywhere(username: str) -> None:
+    """With Redis, the API replicas refuse the user's older tokens at once (without it, at
+    their next read of the revocations table, within seconds)."""
+    from prodclass.serving.security import RevocationList
+    from prodclass.serving.shared_revocations import SharedRevocations
+    from prodclass.serving.shared_state import SharedState
+
+    state = SharedState.from_settings(settings())
+    if state.client is None:
+        return
+    try:
+        RevocationList(settings().db_url, shared=SharedRevocations(state)).user_changed(username)
+    finally:
+        state.close()
 
 
 @users_app.command("list")

@@ -42,6 +42,18 @@ def revoke_user_tokens(session: Session, username: str, token_lifetime_seconds: 
     session.flush()
 
 
+def user_cutoff(session: Session, username: str) -> tuple[float, float] | None:
+    """(time before which ``username``'s tokens are void, when that stops mattering) of its
+    latest revocation, or None."""
+    row = session.execute(
+        select(Revocation.not_before, Revocation.expires_at)
+        .where(Revocation.username == username, Revocation.not_before.is_not(None))
+        .order_by(Revocation.not_before.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else (float(row.not_before), float(row.expires_at))
+
+
 def load_revoked(session: Session, now: float | None = None) -> RevokedSet:
     """The revocations still in force (expired ones are deleted on the way)."""
     now = time.time() if now is None else now

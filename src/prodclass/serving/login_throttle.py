@@ -1,79 +1,87 @@
 """Backoff after failed sign-ins, so passwords cannot be guessed at speed.
 
 Failures are counted per user name (whether or not the account exists: the answer must not
-tell which names are real) and per client address (one address trying many names). Past the
-allowed failures a key is locked for ``lockout_seconds``, doubling with each further failure
-up to 15 minutes; a success clears the user name's count. Counts live in the process's memory:
-with several API processes the limit applies per process, which still caps guessing.
+tell which names are real) and per client address (one address trying many names), where every
+API replica counts them (serving/shared_state.py: Redis, else this process). Once a key has had
+its allowed failures within the hour it is locked for ``lockout_seconds``, doubling with each
+further failure up to 15 minutes; a success clears the user name's failures and lock.
+
+The failures are a `limits` moving window of the last hour; a lock is a counter that expires
+when the lock ends, so the storage forgets both by itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import threading
 import time
-from dataclasses import dataclass
+
+from limits import RateLimitItemPerSecond
+from limits.strategies import MovingWindowRateLimiter
+
+from prodclass.serving.shared_state import Counters, SharedState
 
 MAX_LOCKOUT_SECONDS = 900
-FORGET_AFTER_SECONDS = 3600  # a quiet hour clears a key's failures
-
-
-@dataclass
-class _Failures:
-    count: int = 0
-    last: float = 0.0
-    locked_until: float = 0.0
+FORGET_AFTER_SECONDS = 3600  # failures older than an hour no longer count
+MAX_DOUBLINGS = 10  # past these, the lockout stays at its longest: no need to count further
+ADDRESS_FACTOR = 4  # one address may fail for several people behind it
 
 
 class LoginThrottle:
-    def __init__(self, max_failures: int = 5, lockout_seconds: int = 30) -> None:
+    def __init__(
+        self, max_failures: int = 5, lockout_seconds: int = 30, shared: SharedState | None = None
+    ) -> None:
         self.max_failures = max_failures
         self.lockout_seconds = lockout_seconds
-        self._keys: dict[str, _Failures] = {}
-        self._lock = threading.Lock()
+        self._allowed = {"user": max_failures, "address": max_failures * ADDRESS_FACTOR}
+        self._failures = {
+            kind: RateLimitItemPerSecond(
+                allowed + MAX_DOUBLINGS, FORGET_AFTER_SECONDS, namespace=f"failures-{kind}"
+            )
+            for kind, allowed in self._allowed.items()
+        }
+        self._counters = Counters(shared or SharedState.in_memory(), "sign-in")
 
     def retry_after(self, username: str, address: str) -> int:
         """Seconds before this user name and address may try again (0: now)."""
-        now = time.monotonic()
-        with self._lock:
-            entries = [self._keys.get(self._user(username)), self._keys.get(self._address(address))]
-        waits = [entry.locked_until - now for entry in entries if entry is not None]
-        return max(0, math.ceil(max(waits, default=0)))
+        keys = [_key("user", username), _key("address", address)]
+
+        def attempt(limiter: MovingWindowRateLimiter) -> int:
+            ends = [limiter.storage.get_expiry(_lock(kind, who)) for kind, who in keys]
+            return max(0, math.ceil(max(ends) - time.time()))
+
+        return self._counters.run(attempt)
 
     def failed(self, username: str, address: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key, allowed in (
-                (self._user(username), self.max_failures),
-                (self._address(address), self.max_failures * 4),
-            ):
-                entry = self._get(key, now)
-                entry.count += 1
-                entry.last = now
-                if entry.count >= allowed:
-                    delay = self.lockout_seconds * 2 ** min(entry.count - allowed, 10)
-                    entry.locked_until = now + min(delay, MAX_LOCKOUT_SECONDS)
-            if len(self._keys) > 100_000:  # bounded memory under a spray of random names
-                self._forget(now)
+        keys = [_key("user", username), _key("address", address)]
+
+        def attempt(limiter: MovingWindowRateLimiter) -> None:
+            for kind, who in keys:
+                item = self._failures[kind]
+                limiter.hit(item, who)  # refused once full: the lockout is at its longest
+                count = item.amount - limiter.get_window_stats(item, who).remaining
+                beyond = count - self._allowed[kind]
+                if beyond >= 0:
+                    delay = self.lockout_seconds * 2 ** min(beyond, MAX_DOUBLINGS)
+                    limiter.storage.incr(_lock(kind, who), min(delay, MAX_LOCKOUT_SECONDS))
+
+        self._counters.run(attempt)
 
     def succeeded(self, username: str) -> None:
-        with self._lock:
-            self._keys.pop(self._user(username), None)
+        kind, who = _key("user", username)
 
-    def _get(self, key: str, now: float) -> _Failures:
-        entry = self._keys.get(key)
-        if entry is None or now - entry.last > FORGET_AFTER_SECONDS:
-            entry = self._keys[key] = _Failures()
-        return entry
+        def attempt(limiter: MovingWindowRateLimiter) -> None:
+            limiter.clear(self._failures[kind], who)
+            limiter.storage.clear(_lock(kind, who))
 
-    def _forget(self, now: float) -> None:
-        for key in [k for k, e in self._keys.items() if now - e.last > 60 and e.locked_until < now]:
-            del self._keys[key]
+        self._counters.run(attempt)
 
-    @staticmethod
-    def _user(username: str) -> str:
-        return f"user:{username.strip().lower()}"
 
-    @staticmethod
-    def _address(address: str) -> str:
-        return f"address:{address}"
+def _key(kind: str, value: str) -> tuple[str, str]:
+    """(kind, digest): any text a client sends becomes a short key of fixed shape."""
+    text = value.strip().lower() if kind == "user" else value
+    return kind, hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _lock(kind: str, who: str) -> str:
+    return f"locked/{kind}/{who}"

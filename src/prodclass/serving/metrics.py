@@ -47,6 +47,10 @@ RATE_LIMITED = Counter("prodclass_rate_limited_total", "Requests refused with 42
 LOGIN_LOCKED = Counter(
     "prodclass_login_locked_total", "Sign-ins refused because of repeated failures"
 )
+SHARED_STATE_FAILURES = Counter(
+    "prodclass_shared_state_failures_total",
+    "Calls to Redis that failed (counters then kept in memory, revocations from the database)",
+)
 LOG_BACKLOG = Gauge(
     "prodclass_prediction_log_backlog", "Prediction records not yet written to the database"
 )

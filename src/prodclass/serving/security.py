@@ -4,7 +4,9 @@ Requests are authorised from the token alone, without a database read on the pre
 (predictions go on while the database is briefly down): the signature, algorithm, expiry,
 issuer and audience are checked, then the token id against an in-memory copy of the
 revocations table, refreshed every few seconds so a sign-out or a disabled account made
-through any API process (or the CLI) applies everywhere within that time.
+through any API process (or the CLI) applies everywhere within that time. With Redis
+(``PRODCLASS_REDIS_URL``) each revocation is also published there and every request checks it,
+so it applies in every replica at once.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import jwt
 from sqlalchemy.exc import SQLAlchemyError
 
 from prodclass.db.encryption import get_cipher
-from prodclass.db.revocations import RevokedSet, load_revoked, revoke_token
+from prodclass.db.revocations import RevokedSet, load_revoked, revoke_token, user_cutoff
 from prodclass.db.session import session_scope
+from prodclass.serving.shared_revocations import SharedRevocations
 from prodclass.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,23 +68,51 @@ def check_production_secrets(settings: Settings) -> None:
 
 
 class RevocationList:
-    """The revocations table mirrored in memory; refreshed by a background thread."""
+    """The revocations table mirrored in memory, refreshed by a background thread; with
+    ``shared``, also published in Redis and checked there on every request."""
 
-    def __init__(self, db_url: str, refresh_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        refresh_seconds: float = 5.0,
+        shared: SharedRevocations | None = None,
+    ) -> None:
         self.db_url = db_url
         self.refresh_seconds = refresh_seconds
+        self.shared = shared
         self._revoked = RevokedSet()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def is_revoked(self, principal: Principal, issued_at: float) -> bool:
-        return self._revoked.covers(principal.token_id, principal.username, issued_at)
+        token = (principal.token_id, principal.username, issued_at)
+        if self._revoked.covers(*token):
+            return True
+        return self.shared is not None and self.shared.covers(*token)
 
     def revoke(self, principal: Principal) -> None:
-        """Revoke one token now, here and (through the table) in every other process."""
+        """Revoke one token now, here and (through the table, and Redis when configured) in
+        every other process."""
         with session_scope(self.db_url) as session:
             revoke_token(session, principal.token_id, principal.username, principal.expires_at)
         self._revoked.tokens.add(principal.token_id)
+        if self.shared is not None:
+            self.shared.add_token(principal.token_id, principal.expires_at)
+
+    def user_changed(self, username: str) -> None:
+        """Apply the revocation of ``username``'s tokens just stored (password, role, status
+        changed; account deleted) here at once and, through Redis, in every replica."""
+        self.refresh()
+        if self.shared is None:
+            return
+        try:
+            with session_scope(self.db_url) as session:
+                cutoff = user_cutoff(session, username)
+        except SQLAlchemyError as exc:  # the others still read it from the table soon
+            log.warning("revocation of %s not published: %s", username, type(exc).__name__)
+            return
+        if cutoff is not None:
+            self.shared.add_user(username, *cutoff)
 
     def refresh(self) -> None:
         try:

@@ -17,6 +17,8 @@ from prodclass.serving.prediction_queue import PredictionQueue
 from prodclass.serving.rate_limit import RateLimiter
 from prodclass.serving.retraining import Retrainer
 from prodclass.serving.security import RevocationList, TokenIssuer, check_production_secrets
+from prodclass.serving.shared_revocations import SharedRevocations
+from prodclass.serving.shared_state import SharedState
 from prodclass.serving.similarity import CatalogueIndex
 from prodclass.serving.watcher import Watcher
 from prodclass.settings import Settings
@@ -36,6 +38,7 @@ class Services:
     login_throttle: LoginThrottle
     retrainer: Retrainer
     watcher: Watcher
+    shared: SharedState  # Redis (PRODCLASS_REDIS_URL) or this process's memory
     # the catalogue index of the serving version, loaded on first use (routes/similarity.py)
     similarity_index: CatalogueIndex | None = None
     index_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -64,7 +67,11 @@ class Services:
             cache=ModelCache(settings.state_dir / "model-cache"),
             tracking_uri=settings.tracking_uri,
         )
-        revocations = RevocationList(settings.db_url)
+        shared = SharedState.from_settings(settings)
+        log.info("sign-in failures, rate limits and revocations shared in %s", shared.describe())
+        revocations = RevocationList(
+            settings.db_url, shared=SharedRevocations(shared) if shared.client else None
+        )
         services = cls(
             settings=settings,
             slot=slot,
@@ -82,7 +89,9 @@ class Services:
                 flush_seconds=settings.prediction_log_flush_seconds,
                 memory_limit=settings.prediction_log_memory_limit,
             ),
-            limiter=RateLimiter(settings.api_rate_limit_per_minute, settings.api_rate_limit_burst),
+            limiter=RateLimiter(
+                settings.api_rate_limit_per_minute, settings.api_rate_limit_burst, shared
+            ),
             tokens=TokenIssuer(
                 secret,
                 settings.jwt_expire_minutes,
@@ -92,7 +101,7 @@ class Services:
             ),
             revocations=revocations,
             login_throttle=LoginThrottle(
-                settings.login_max_failures, settings.login_lockout_seconds
+                settings.login_max_failures, settings.login_lockout_seconds, shared
             ),
             retrainer=Retrainer(settings.retrain_command, settings.state_dir / "retraining"),
             watcher=Watcher(
@@ -102,6 +111,7 @@ class Services:
                 settings.model_poll_seconds,
                 settings.monitoring_refresh_seconds,
             ),
+            shared=shared,
         )
         services.prediction_log.start()
         revocations.start()
@@ -115,6 +125,7 @@ class Services:
         self.queue.stop()
         self.prediction_log.stop()
         self.slot.close()
+        self.shared.close()
 
 
 def _connect_registry(settings: Settings) -> None:

@@ -43,8 +43,8 @@ def get_user(username: str, _: Admin, session: SessionDep) -> UserOut:
 def update_user(
     username: str, body: UserPatch, admin: Admin, session: SessionDep, services: ServicesDep
 ) -> UserOut:
-    """A new password, role or status revokes the user's tokens (here at once, in the other
-    API processes within seconds)."""
+    """A new password, role or status revokes the user's tokens (here at once; in the other
+    API processes at once through Redis, else within seconds)."""
     if username == admin.username and (body.role not in (None, "admin") or body.is_active is False):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "an admin cannot demote or disable itself")
     user = accounts.update_user(
@@ -56,7 +56,7 @@ def update_user(
         email=body.email,
     )
     session.commit()
-    services.revocations.refresh()
+    services.revocations.user_changed(username)
     return UserOut.of(user)
 
 
@@ -66,4 +66,4 @@ def delete_user(username: str, admin: Admin, session: SessionDep, services: Serv
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "an admin cannot delete itself")
     accounts.delete_user(session, username)
     session.commit()
-    services.revocations.refresh()
+    services.revocations.user_changed(username)

@@ -1,0 +1,162 @@
+"""Two `prodclass serve` processes behind one address act as one API: they share a database
+and a Redis server (PRODCLASS_REDIS_URL), so a token revoked on one is refused by the other on
+its next request, a user's rate limit holds across both together, and failed sign-ins on
+both count towards one lock. No model is needed for any of it: the servers run without one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from prodclass.db.session import session_scope, upgrade
+from prodclass.db.users import create_user
+from tests.servers import RedisSpace, free_port, start_process, stop_process, wait_until_up
+from tests.serving.conftest import PRODCLASS, SERVER_JWT_SECRET, ServerProcess
+
+PASSWORD = "replica-password-1"
+USERS = {
+    "admin": "admin",
+    "alice": "client",
+    "bob": "client",
+    "carol": "reviewer",
+    "dave": "client",
+    "eve": "client",
+}
+PER_MINUTE, BURST = 24, 4  # 4 requests at once, then one per 2.5 s: a window of 10 s
+MAX_FAILURES, LOCKOUT = 3, 30
+
+
+def shared_db(folder: Path) -> str:
+    return f"sqlite:///{folder / 'shared.db'}"
+
+
+def replica_env(name: str, folder: Path, db_url: str, space: RedisSpace) -> dict[str, str]:
+    """Settings of one replica: its own state folder, the shared database and Redis, and no
+    model (the routes used here need none, so there is nothing to wait for)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PRODCLASS_")} | {
+        "PRODCLASS_STATE_DIR": str(folder / name),
+        "PRODCLASS_DATABASE_URL": db_url,
+        "PRODCLASS_REDIS_URL": space.url,
+        "PRODCLASS_REDIS_PREFIX": space.prefix,
+        "PRODCLASS_JWT_SECRET": SERVER_JWT_SECRET,
+        "PRODCLASS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",  # no registry
+        "PRODCLASS_MODEL_URI": str(folder / "no-model"),
+        "PRODCLASS_MODEL_POLL_SECONDS": "0",
+        "PRODCLASS_MONITORING_REFRESH_SECONDS": "0",
+        "PRODCLASS_API_PREDICT_WORKERS": "1",
+        "PRODCLASS_API_RATE_LIMIT_PER_MINUTE": str(PER_MINUTE),
+        "PRODCLASS_API_RATE_LIMIT_BURST": str(BURST),
+        "PRODCLASS_LOGIN_MAX_FAILURES": str(MAX_FAILURES),
+        "PRODCLASS_LOGIN_LOCKOUT_SECONDS": str(LOCKOUT),
+        "PRODCLASS_LOG_LEVEL": "WARNING",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+
+
+def start_replica(name: str, folder: Path, db_url: str, space: RedisSpace) -> ServerProcess:
+    env = replica_env(name, folder, db_url, space)
+    port, log = free_port(), folder / f"{name}.log"
+    command = [*PRODCLASS, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return ServerProcess(start_process(command, log, env=env), f"http://127.0.0.1:{port}", log)
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, redis_space: RedisSpace) -> Iterator[tuple[str, str]]:
+    """Replicas A and B (started side by side) on a database holding USERS, up; stopped at
+    the end."""
+    db_url = shared_db(tmp_path)
+    upgrade(db_url)
+    with session_scope(db_url) as session:
+        for username, role in USERS.items():
+            create_user(session, username, PASSWORD, role)
+    started: list[ServerProcess] = []
+    try:
+        for name in "ab":
+            started.append(start_replica(name, tmp_path, db_url, redis_space))
+        for name, server in zip("ab", started):
+            health = f"{server.url}/health"
+            up = lambda health=health: httpx.get(health, timeout=2).status_code == 200  # noqa: E731
+            wait_until_up(server.process, server.log, up, f"replica {name}")
+        yield started[0].url, started[1].url
+    finally:
+        for server in started:
+            stop_process(server.process)
+
+
+def sign_in(url: str, username: str, password: str = PASSWORD) -> httpx.Response:
+    return httpx.post(f"{url}/token", data={"username": username, "password": password})
+
+
+def bearer(url: str, username: str) -> dict[str, str]:
+    answer = sign_in(url, username)
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+def me(url: str, headers: dict[str, str]) -> httpx.Response:
+    return httpx.get(f"{url}/users/me", headers=headers)
+
+
+def test_two_replicas_act_as_one(replicas, redis_space, tmp_path):
+    a, b = replicas
+
+    # a token signed out on A is refused by B on its very next request
+    bob = bearer(a, "bob")
+    assert me(b, bob).status_code == 200
+    assert httpx.post(f"{a}/token/revoke", headers=bob).status_code == 204
+    refused = me(b, bob)
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+
+    # a role changed on A voids the tokens B holds, at once; a new sign-in works
+    carol = bearer(b, "carol")
+    assert me(b, carol).status_code == 200
+    demoted = httpx.patch(f"{a}/users/carol", json={"role": "client"}, headers=bearer(a, "admin"))
+    assert demoted.status_code == 200, demoted.text
+    refused = me(b, carol)
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+    assert me(b, bearer(b, "carol")).json()["role"] == "client"
+
+    # one user's requests count once, wherever they land
+    alice = bearer(a, "alice")
+    answers = [me(url, alice) for url in (a, b, a, b, a, b)]
+    assert [answer.status_code for answer in answers] == [200] * BURST + [429] * 2
+    for answer in answers[BURST:]:
+        assert 1 <= int(answer.headers["Retry-After"]) <= BURST * 60 / PER_MINUTE
+        assert f"rate limit of {PER_MINUTE} requests per minute" in answer.json()["detail"]
+    assert me(b, bearer(b, "dave")).status_code == 200  # another user: its own window
+
+    # failed sign-ins on both replicas lock the name on both, even for the right password
+    for url in (a, b, a)[:MAX_FAILURES]:
+        assert sign_in(url, "dave", "wrong-password-1").status_code == 401
+    for url in (a, b):
+        locked = sign_in(url, "dave")
+        assert locked.status_code == 429, locked.text
+        assert 0 < int(locked.headers["Retry-After"]) <= LOCKOUT
+        assert "too many failed sign-ins" in locked.json()["detail"]
+
+    # a password set from the CLI is published too: both replicas refuse the old token
+    eve = bearer(a, "eve")
+    assert me(b, eve).status_code == 200
+    done = subprocess.run(
+        [*PRODCLASS, "users", "password", "eve", "--password-stdin"],
+        input="eve-new-password-1\n",
+        env=replica_env("cli", tmp_path, shared_db(tmp_path), redis_space),  # same settings
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{redis_space.prefix}:revoked-user:eve" in redis_space.stored_keys()
+    assert [me(url, eve).status_code for url in (a, b)] == [401, 401]
+
+    # everything shared lives under the deployment's prefix and expires by itself
+    with redis_space.client() as client:
+        ttls = {key: client.ttl(key) for key in redis_space.stored_keys()}
+    kinds = {key.split(":")[1] for key in ttls}
+    assert kinds == {"rate-limit", "sign-in", "revoked-token", "revoked-user"}, ttls
+    assert all(ttl > 0 for ttl in ttls.values()), ttls
