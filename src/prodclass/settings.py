@@ -60,6 +60,19 @@ class Settings(BaseSettings):
     ocr_workers: int = Field(
         default=2, ge=1, description="Parallel Tesseract processes reading text on photos."
     )
+    feature_cache_max_mb: int = Field(
+        default=2048,
+        ge=0,
+        description="Size cap (MiB) of the photo feature cache under state_dir; the least "
+        "recently used entries are evicted past it. 0: no cap (a machine that trains on the "
+        "whole catalogue: it reads every photo's activations each epoch).",
+    )
+    ocr_cache_max_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Size cap (MiB) of the cache of words read on photos under state_dir, "
+        "least recently used first; 0: no cap.",
+    )
     clip_model: str = Field(
         default="openai/clip-vit-base-patch32",
         description="CLIP weights for `multimodal-clip`: a local folder or a Hugging Face hub id.",

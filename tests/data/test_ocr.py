@@ -1,5 +1,5 @@
 """Tesseract on real sample photos: the language check runs once per process, not once per
-photo read (every prediction with a photo reads it)."""
+photo read (every prediction with a photo reads it); the cache of its words keeps to its cap."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from prodclass.cache_budget import CacheStats, folder_bytes
 from prodclass.data import ocr
 from prodclass.data.layout import ChallengeLayout
 
@@ -36,3 +37,25 @@ def test_the_language_check_runs_once_per_process(sample: Path, tmp_path: Path, 
     with pytest.raises(ocr.OcrUnavailableError, match="no data for xx"):
         ocr.check_languages("fra+xx")  # a missing language is still refused, from the same list
     assert len([c for c in commands if "--list-langs" in c]) == 1
+
+
+def test_the_ocr_cache_stays_under_its_cap_and_keeps_the_words_read_lately(
+    sample: Path, tmp_path: Path
+):
+    photos = sorted(ChallengeLayout(sample).image_dir().glob("*.jpg"))[:10]
+    cap = 6 * 4096 + 1000  # about six entries: each takes at least a block on disk
+    cache = ocr.OcrCache(tmp_path, ocr.OcrConfig(), max_bytes=cap)
+    first = [cache.read(photo) for photo in photos]
+    assert cache.stats() == CacheStats(hits=0, misses=10)
+    entries = [p for p in tmp_path.rglob("*.txt") if not p.name.startswith(".")]
+    assert 4 <= len(entries) <= 6 and folder_bytes(tmp_path) <= cap
+    assert cache.read(photos[-1]) == first[-1]  # read last: kept
+    assert cache.read(photos[0]) == first[0]  # read first: evicted, read again by Tesseract
+    assert cache.stats() == CacheStats(hits=1, misses=11)
+
+
+def test_ocr_entries_are_kept_apart_by_languages_and_options(tmp_path: Path):
+    default = ocr.OcrCache(tmp_path, ocr.OcrConfig())
+    assert ocr.OcrCache(tmp_path, ocr.OcrConfig(languages="eng")).dir != default.dir
+    assert ocr.OcrCache(tmp_path, ocr.OcrConfig(psm=6)).dir != default.dir
+    assert ocr.OcrCache(tmp_path, ocr.OcrConfig()).dir == default.dir

@@ -157,6 +157,22 @@ def test_the_api_pods_share_the_redis_given_by_value_or_secret():
     assert "PRODCLASS_REDIS_URL" not in unset[("Secret", "shop-prodclass-secrets")]["stringData"]
 
 
+def test_the_caches_caps_fit_the_api_pods_state_volume():
+    """The feature and OCR caches gain an entry with every new photo; their caps, with a GiB
+    left for the model files, must fit the state emptyDir, or the kubelet evicts the pod."""
+    objects = render()
+    settings = objects[("ConfigMap", "shop-prodclass-settings")]["data"]
+    caps_mb = sum(
+        int(settings[name])
+        for name in ("PRODCLASS_FEATURE_CACHE_MAX_MB", "PRODCLASS_OCR_CACHE_MAX_MB")
+    )
+    pod = objects[("Deployment", "shop-prodclass-api")]["spec"]["template"]["spec"]
+    (state,) = [volume for volume in pod["volumes"] if volume["name"] == "state"]
+    limit = state["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Gi"), limit
+    assert 0 < caps_mb <= (int(limit[:-2]) - 1) * 1024, (caps_mb, limit)
+
+
 def test_migrations_run_as_a_hook_before_upgrades():
     job = render()[("Job", "shop-prodclass-migrations")]
     hooks = job["metadata"]["annotations"]["helm.sh/hook"].split(",")

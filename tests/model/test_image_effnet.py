@@ -6,6 +6,7 @@ catalogue photos, and the feature cache must return what the trunk computes, fas
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tracemalloc
@@ -18,6 +19,7 @@ import torch
 from prodclass.data.images import open_image
 from prodclass.data.layout import ChallengeLayout, read_features, read_labels
 from prodclass.models.feature_cache import (
+    ActivationStore,
     CacheKey,
     FeatureCache,
     cache_activations,
@@ -212,10 +214,39 @@ def test_a_store_streams_the_cached_activations_in_bounded_memory(trunk, books, 
     assert many < 1.2 * few, f"streaming 4 photos peaked at {few} bytes, 16 at {many}"
     assert many < in_memory.nbytes / 2
 
-    # an entry removed while in use is named, not silently zeroed
-    cache.path(CacheKey(store.shas[0], "orig", store.encoder_version)).unlink()
+    # an entry evicted while in use (the cache's cap is below the set) is computed again from
+    # its photo, to float16 rounding, and cached again
+    gone = [cache.path(CacheKey(store.shas[r], views[v], store.encoder_version)) for r, v in
+            ((0, 0), (3, 1))]  # fmt: skip
+    for path in gone:
+        path.unlink()
+    again = store.take(np.asarray([0, 3]), np.asarray([0, 1])).astype(np.float32)
+    np.testing.assert_allclose(again[0], in_memory[0, 0], rtol=1e-2, atol=2e-3)
+    np.testing.assert_allclose(again[1], in_memory[3, 1], rtol=1e-2, atol=2e-3)
+    assert all(path.is_file() for path in gone)
+    # a store that was not given the photos names the entry, never zeroes it
+    bare = ActivationStore(cache, store.shas, store.views, store.encoder_version, store.shape)
+    gone[0].unlink()
     with pytest.raises(RuntimeError, match="vanished or changed"):
-        store.take(np.asarray([0]), np.asarray([0]))
+        bare.take(np.asarray([0]), np.asarray([0]))
+
+
+def test_a_store_larger_than_the_cache_cap_still_reads_every_activation(
+    trunk, books, toys, tmp_path, caplog
+):
+    """Under a cap that holds a fifth of the set, entries are evicted while the store is
+    read: it computes them again (and says why it is slow), it never fails."""
+    paths = [str(p) for p in books + toys]  # 16 photos x 2 views, 20 KB each on disk
+    views = ("orig", "hflip")
+    expected = trunk_activations(paths, trunk, None, CONFIG, views=views, progress=False)
+    capped = FeatureCache(tmp_path / "capped", max_bytes=140_000)
+    with caplog.at_level(logging.WARNING, logger="prodclass.models.feature_cache"):
+        store = cache_activations(paths, trunk, capped, CONFIG, views=views, progress=False)
+    assert any("over the feature cache's cap" in r.getMessage() for r in caplog.records)
+    got = np.concatenate(list(store.chunks(4))).astype(np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-2, atol=2e-3)
+    entries = list((tmp_path / "capped").rglob("*.npy"))
+    assert len(entries) <= 7 and sum(p.stat().st_size for p in entries) <= 140_000
 
 
 def test_cache_key_follows_everything_that_changes_activations(tmp_path):

@@ -6,7 +6,9 @@ For products that have no text at all, it is the only text there is.
 
 Tesseract runs as a subprocess (Debian's ``tesseract-ocr`` + ``tesseract-ocr-fra``); a photo
 takes 0.1-0.4 s on one core, so results are cached on disk by the photo's sha256, the
-Tesseract version and the options: each photo is read once, whoever asks.
+Tesseract version and the options (languages, page segmentation): each photo is read once,
+whoever asks. The cache is kept under a size cap (``PRODCLASS_OCR_CACHE_MAX_MB``,
+``cache_budget.py``), the least recently used photos' words going first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from prodclass.cache_budget import CacheBudget, CacheStats
 from prodclass.data.text import clean_text
 from prodclass.files import atomic_write
 
@@ -113,12 +116,14 @@ def run_tesseract(path: str | Path, config: OcrConfig) -> str:
 
 
 class OcrCache:
-    """One text file per (photo sha256, OCR version): ``root/<version>/<sha[:2]>/<sha>.txt``."""
+    """One text file per (photo sha256, OCR version): ``root/<version>/<sha[:2]>/<sha>.txt``,
+    under a cap of ``max_bytes`` (None: none) that evicts the least recently used entries."""
 
-    def __init__(self, root: Path | str, config: OcrConfig) -> None:
+    def __init__(self, root: Path | str, config: OcrConfig, max_bytes: int | None = None) -> None:
         self.config = config
         version = f"{tesseract_version()}|{config}|code{OCR_CODE_VERSION}"
         self.dir = Path(root) / hashlib.sha256(version.encode()).hexdigest()[:16]
+        self.budget = CacheBudget.of(root, max_bytes, "ocr")
         self.hits = 0
         self.misses = 0
 
@@ -129,21 +134,39 @@ class OcrCache:
         """Words on ``photo``, from the cache or from Tesseract (then cached)."""
         sha = hashlib.sha256(Path(photo).read_bytes()).hexdigest()
         entry = self.path(sha)
-        if entry.is_file():
+        try:
+            with open(entry, "rb") as f:  # whole or not at all, even if evicted meanwhile
+                mtime = os.fstat(f.fileno()).st_mtime
+                words = f.read().decode("utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            pass
+        else:
             self.hits += 1
-            return entry.read_text(encoding="utf-8")
+            self.budget.hit(entry, mtime)
+            return words
         self.misses += 1
+        self.budget.miss()
         words = keep_words(run_tesseract(photo, self.config), self.config.max_chars)
         atomic_write(entry, lambda f: f.write(words.encode("utf-8")))
+        self.budget.wrote(entry)
         return words
+
+    def stats(self) -> CacheStats:
+        """Hits and misses of this object (process-wide: ``cache_budget.counts("ocr")``)."""
+        return CacheStats(self.hits, self.misses)
 
 
 def read_photos(
-    paths: Sequence[str], cache_root: Path, config: OcrConfig = OcrConfig(), workers: int = 2
+    paths: Sequence[str],
+    cache_root: Path,
+    config: OcrConfig = OcrConfig(),
+    workers: int = 2,
+    max_bytes: int | None = None,
 ) -> list[str]:
-    """Words printed on each photo ('' for an empty path, an unreadable file or no text)."""
+    """Words printed on each photo ('' for an empty path, an unreadable file or no text); the
+    cache in ``cache_root`` kept under ``max_bytes`` (None: no cap)."""
     check_languages(config.languages)
-    cache = OcrCache(cache_root, config)
+    cache = OcrCache(cache_root, config, max_bytes)
 
     def one(path: str) -> str:
         if not path:

@@ -189,7 +189,7 @@ class PackagedTowers(Towers):
             net = load_pretrained_effnet(self.config.variant)
             # not a submodule: the frozen trunk comes from the package, never from saved weights
             object.__setattr__(self, "_trunk", EffNetTrunk(net, self.effnet_config))
-        cache = FeatureCache(self.cache_dir) if self.cache_dir is not None else None
+        cache = FeatureCache.at(self.cache_dir) if self.cache_dir is not None else None
         acts = trunk_activations(
             paths, self._trunk, cache, self.effnet_config, progress=len(paths) > 64
         )[:, 0]  # (N, C, h, w)

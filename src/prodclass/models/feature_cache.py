@@ -6,14 +6,17 @@ by exactly those three, an entry can be reused across epochs, runs, retrains and
 snapshots; the photo's content hash (not its path) means a renamed or copied photo still hits.
 
 Layout: ``root/<sha256(encoder_version)[:16]>/<sha[:2]>/<sha>-<view>.npy``, float16 (C, h, w),
-about 19 KB per photo and view for lite0. A new encoder version simply starts a new folder;
-delete old folders to reclaim space (``encoder.txt`` in each says which version it holds).
+about 19 KB per photo and view for lite0. A new encoder version simply starts a new folder
+(``encoder.txt`` in each says which version it holds). The folder is kept under a size cap
+(``PRODCLASS_FEATURE_CACHE_MAX_MB``, ``cache_budget.py``): the least recently used entries go
+first, so an old encoder version's entries, which nothing reads any more, are the first to go.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from prodclass.cache_budget import LOW_WATER, MIB, CacheBudget, CacheStats, megabytes
 from prodclass.data.images import ImageError, open_image
 from prodclass.files import atomic_write
 from prodclass.models.image_effnet import (
@@ -58,21 +62,31 @@ class FeatureCache:
 
     Writes are atomic (temporary file in the same folder, then ``os.replace``), so concurrent
     writers and interrupted runs never leave a half-written entry behind; an unreadable entry
-    is treated as a miss and overwritten.
+    is treated as a miss and overwritten. Under a cap (``max_bytes``), a write that takes the
+    folder over it evicts the least recently used entries; an entry evicted while another
+    thread or process reads it is read whole or not at all (then a miss: recomputed).
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, max_bytes: int | None = None) -> None:
         self.root = Path(root)
+        self.budget = CacheBudget.of(self.root, max_bytes, "feature")
         self.hits = 0
         self.misses = 0
         self._described: set[str] = set()  # version folders whose encoder.txt we wrote
+
+    @classmethod
+    def at(cls, root: Path | str) -> FeatureCache:
+        """The cache in ``root`` under the settings' cap (PRODCLASS_FEATURE_CACHE_MAX_MB)."""
+        from prodclass.settings import get_settings
+
+        return cls(root, megabytes(get_settings().feature_cache_max_mb))
 
     @classmethod
     def default(cls) -> FeatureCache:
         """The cache every model shares, under the state folder of the settings."""
         from prodclass.settings import get_settings
 
-        return cls(get_settings().state_dir / "feature-cache")
+        return cls.at(get_settings().state_dir / "feature-cache")
 
     def version_dir(self, encoder_version: str) -> Path:
         return self.root / hashlib.sha256(encoder_version.encode()).hexdigest()[:16]
@@ -84,15 +98,18 @@ class FeatureCache:
     def get(self, key: CacheKey) -> np.ndarray | None:
         path = self.path(key)
         try:
-            array = np.load(path, allow_pickle=False)
+            with open(path, "rb") as f:  # open once: an eviction now cannot cut the read short
+                mtime = os.fstat(f.fileno()).st_mtime
+                array = np.load(f, allow_pickle=False)
         except FileNotFoundError:
-            self.misses += 1
+            self._missed()
             return None
         except (OSError, ValueError, EOFError) as exc:
             log.warning("unreadable cache entry %s (%s): recomputing it", path, exc)
-            self.misses += 1
+            self._missed()
             return None
         self.hits += 1
+        self.budget.hit(path, mtime)
         return array
 
     def put(self, key: CacheKey, array: np.ndarray) -> None:
@@ -100,6 +117,16 @@ class FeatureCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._describe(key.encoder_version)
         atomic_write(path, lambda f: np.save(f, np.asarray(array, dtype=np.float16)))
+        self.budget.wrote(path)
+
+    def stats(self) -> CacheStats:
+        """Hits and misses of this object since it was made or its counters were reset (the
+        process-wide counts, for metrics: ``cache_budget.counts("feature")``)."""
+        return CacheStats(self.hits, self.misses)
+
+    def _missed(self) -> None:
+        self.misses += 1
+        self.budget.miss()
 
     def reset_counters(self) -> None:
         self.hits = self.misses = 0
@@ -169,9 +196,22 @@ def cache_activations(
     """Make sure the cache holds every photo's activations under every view, and return them
     as an ``ActivationStore``: read from disk batch by batch, never all in memory (about 19 KB
     per photo and view for lite0, i.e. 3.2 GB for the 84,916-product catalogue and two views).
-    Same errors as ``trunk_activations``; memory stays one trunk batch whatever N."""
+    Same errors as ``trunk_activations``; memory stays one trunk batch whatever N. Entries
+    evicted while the store is read (the cache's cap is below what these photos take) are
+    recomputed from the photos, at the trunk's cost each time."""
+    needed = len(paths) * len(views) * (int(np.prod(trunk.out_shape)) * 2 + 128)  # float16
+    cap = cache.budget.max_bytes
+    if cap is not None and needed > LOW_WATER * cap:
+        log.warning(
+            "these photos' activations take about %d MB, over the feature cache's cap of %d MB: "
+            "entries will be evicted and recomputed while they are read; raise "
+            "PRODCLASS_FEATURE_CACHE_MAX_MB (0: no cap) on machines that train",
+            needed // MIB, cap // MIB,
+        )  # fmt: skip
     shas = _fill(paths, trunk, cache, config, views, batch_size, progress, None)
-    return ActivationStore(cache, shas, tuple(views), encoder_version(config), trunk.out_shape)
+    return ActivationStore(
+        cache, shas, tuple(views), encoder_version(config), trunk.out_shape, (paths, trunk)
+    )
 
 
 class ActivationStore:
@@ -180,7 +220,8 @@ class ActivationStore:
     Holds the photos' content hashes, not their activations: ``take`` reads the rows of one
     training batch, ``chunks`` walks all photos a slice at a time (pooled features). The
     entries are the cache's own files, so a store built in one process reads what another one
-    (or another machine sharing the folder) computed.
+    (or another machine sharing the folder) computed. Given the photos and the trunk
+    (``source``), an entry evicted meanwhile is computed again; without them it is an error.
     """
 
     def __init__(
@@ -190,12 +231,14 @@ class ActivationStore:
         views: tuple[str, ...],
         encoder_version: str,
         shape: tuple[int, ...],
+        source: tuple[Sequence[str | Path], EffNetTrunk] | None = None,
     ) -> None:
         self.cache = cache
         self.shas = list(shas)
         self.views = views
         self.encoder_version = encoder_version
         self.shape = shape  # (C, h, w) of one activation
+        self.source = source
 
     def __len__(self) -> int:
         return len(self.shas)
@@ -204,10 +247,26 @@ class ActivationStore:
         key = CacheKey(self.shas[row], self.views[view], self.encoder_version)
         array = self.cache.get(key)
         if array is None or array.shape != self.shape:
+            return self._recompute(row, key)
+        return array
+
+    def _recompute(self, row: int, key: CacheKey) -> np.ndarray:
+        """(C, h, w) activation of an entry gone from the cache, from its photo again."""
+        if self.source is None:
             raise RuntimeError(
                 f"feature cache entry {self.cache.path(key)} vanished or changed while in use: "
                 "run again to recompute it"
             )
+        paths, trunk = self.source
+        path = paths[row]
+        data = _read_photo(path)
+        if hashlib.sha256(data).hexdigest() != key.image_sha256:
+            raise RuntimeError(f"photo {path} changed while its activations were in use")
+        x = VIEWS[key.view](image_to_tensor(_decode_photo(path, data), trunk.config.image_size))
+        with torch.inference_mode():
+            act = trunk(x[None].to(next(trunk.parameters()).device))  # (1, C, h, w)
+        array = act[0].to(torch.float16).cpu().numpy()
+        self.cache.put(key, array)
         return array
 
     def take(self, rows: np.ndarray, views: np.ndarray) -> np.ndarray:

@@ -71,7 +71,7 @@ class PhotoCaches(dg.ConfigurableResource):
 
         params_file = Path(self.params_file) if self.params_file else self._settings().params_file
         model = create(FAMILY, load_params(params_file).family_params(FAMILY))
-        model.cache = FeatureCache(self.state_path() / "feature-cache")  # type: ignore[attr-defined]
+        model.cache = FeatureCache.at(self.state_path() / "feature-cache")  # type: ignore[attr-defined]
         return model
 
 
@@ -102,11 +102,14 @@ def photo_features(
     description="Words Tesseract reads on one shard's photos, in the OCR cache the models read.",
 )
 def photo_ocr(context: AssetExecutionContext, photo_caches: PhotoCaches) -> dg.MaterializeResult:
+    from prodclass.cache_budget import megabytes
     from prodclass.data.ocr import read_photos
+    from prodclass.settings import get_settings
 
     paths = photo_caches.photos(int(context.partition_key))
     # one Tesseract at a time per step: the executor runs steps (shards, assets) side by side
-    words = read_photos(paths, photo_caches.state_path() / "ocr-cache", workers=1)
+    cap = megabytes(get_settings().ocr_cache_max_mb)
+    words = read_photos(paths, photo_caches.state_path() / "ocr-cache", workers=1, max_bytes=cap)
     return dg.MaterializeResult(
         metadata={
             "photos": dg.MetadataValue.int(len(paths)),

@@ -6,7 +6,13 @@ templates, never raw paths, so a scanner cannot blow up the number of series.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from prodclass.cache_budget import counts
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -80,3 +86,34 @@ ROLLING_WEIGHTED_F1 = Gauge(
 ROLLING_REVIEWED = Gauge(
     "prodclass_rolling_reviewed_predictions", "Reviewed predictions behind the rolling F1"
 )
+
+
+# ---- the on-disk caches (read from cache_budget's process-wide counts at each scrape) --------
+CACHE_KINDS = {"feature": "Photo feature", "ocr": "OCR"}
+
+
+class CacheCollector(Collector):
+    """prodclass_{feature,ocr}_cache_{hits,misses,evictions}_total and _bytes: the caches live
+    in models/ and data/, which know nothing of Prometheus, so their counts are read here."""
+
+    def collect(self) -> Iterator[Metric]:
+        for kind, label in CACHE_KINDS.items():
+            now = counts(kind)
+            name = f"prodclass_{kind}_cache"
+            yield CounterMetricFamily(f"{name}_hits", f"{label} cache lookups found", now.hits)
+            yield CounterMetricFamily(
+                f"{name}_misses", f"{label} cache lookups computed", now.misses
+            )
+            yield CounterMetricFamily(
+                f"{name}_evictions",
+                f"{label} cache entries deleted to stay under the cap",
+                now.evictions,
+            )
+            if now.bytes is not None:
+                yield GaugeMetricFamily(
+                    f"{name}_bytes", f"{label} cache size as this process last measured it",
+                    now.bytes,
+                )  # fmt: skip
+
+
+REGISTRY.register(CacheCollector())
