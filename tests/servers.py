@@ -1,5 +1,6 @@
 """Real servers for tests: PostgreSQL (a fresh database per module), Redis (keys of its own per
-test), free loopback ports, processes started in their own group, log tails.
+test), an S3-compatible server (moto's, over HTTP; a bucket per test), free loopback ports,
+processes started in their own group, log tails.
 
 PostgreSQL is the server named by ``PRODCLASS_TEST_POSTGRES_URL`` when it answers; otherwise a
 private cluster of our own (initdb in a temporary folder, a free loopback port) started from
@@ -374,3 +375,70 @@ def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> int | None
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     return process.returncode
+
+
+# ---- an S3-compatible server ------------------------------------------------------------
+# what moto accepts (it checks nothing); our code reads them from the environment, as boto3 does
+DUMMY_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass
+class S3Bucket:
+    """A fresh bucket on the test S3 server, read here with boto3 directly (not our code)."""
+
+    endpoint: str
+    name: str
+
+    def client(self):
+        import boto3
+
+        return boto3.session.Session().client("s3", endpoint_url=self.endpoint, **{
+            "aws_access_key_id": DUMMY_AWS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": DUMMY_AWS["AWS_SECRET_ACCESS_KEY"],
+            "region_name": DUMMY_AWS["AWS_DEFAULT_REGION"],
+        })  # fmt: skip
+
+    def objects(self) -> dict[str, bytes]:
+        """Every object in the bucket, by key."""
+        s3 = self.client()
+        keys = [
+            item["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.name)
+            for item in page.get("Contents", [])
+        ]
+        return {key: s3.get_object(Bucket=self.name, Key=key)["Body"].read() for key in keys}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server (``moto_server``) on a free loopback port for the session, spoken to
+    over HTTP like MinIO; yields its endpoint URL."""
+    import sys
+
+    import httpx
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    binary = Path(sys.executable).with_name("moto_server")
+    command = [str(binary), "-H", "127.0.0.1", "-p", str(port)]
+    process = start_process(command, log, env=os.environ | DUMMY_AWS)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(process, log, lambda: httpx.get(url, timeout=2), "moto_server", 60)
+        yield url
+    finally:
+        stop_process(process, timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
+    """An empty bucket of its own for the test, and the AWS variables that reach it."""
+    for name, value in DUMMY_AWS.items():
+        monkeypatch.setenv(name, value)
+    bucket = S3Bucket(s3_server, f"prodclass-test-{uuid.uuid4().hex[:12]}")
+    bucket.client().create_bucket(Bucket=bucket.name)
+    return bucket

@@ -171,6 +171,18 @@ class Settings(BaseSettings):
         min_length=1,
         description="Start of every Redis key the API writes (several deployments, one server).",
     )
+    photo_store_url: str | None = Field(
+        default=None,
+        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?)?$",  # empty: unset
+        description="Where the photos clients send are kept, for every API replica and batch "
+        "job to read (review queue, feedback export, drift check): s3://bucket/prefix, "
+        "credentials from the standard AWS variables; unset: state_dir/uploads (one machine).",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible server of the s3:// stores prodclass opens itself (the photo "
+        "store): MinIO, Ceph... (http://minio:9000); unset: AWS S3.",
+    )
     prediction_log_flush_seconds: float = Field(
         default=1.0, gt=0, description="How often buffered prediction records are written."
     )
@@ -226,7 +238,7 @@ class Settings(BaseSettings):
 
     @property
     def upload_dir(self) -> Path:
-        """Photos clients sent, stored once by content hash (the prediction log refers to them)."""
+        """The photo store's folder when ``photo_store_url`` is unset (photo_store.py)."""
         return self.state_dir / "uploads"
 
     @property

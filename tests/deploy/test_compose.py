@@ -62,6 +62,24 @@ def test_the_stack_is_valid_and_every_service_has_a_healthcheck(tmp_path):
     assert services["ui"]["environment"]["PRODCLASS_API_URL"] == "http://api:8000"
 
 
+def test_the_api_and_the_batch_jobs_share_the_photo_bucket_minio_holds(tmp_path):
+    """The api writes the photos clients send to a MinIO bucket that exists before it starts;
+    the drift check and the feedback export (dagster) read the same one."""
+    done = _config(tmp_path, SECRETS)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    for name in ("api", "dagster"):
+        env = services[name]["environment"]
+        assert env["PRODCLASS_PHOTO_STORE_URL"] == "s3://photos/uploads", name
+        assert env["PRODCLASS_S3_ENDPOINT_URL"] == "http://minio:9000", name
+        assert env["AWS_ACCESS_KEY_ID"] == SECRETS["MINIO_ROOT_USER"], name
+    entrypoint = services["minio-buckets"]["entrypoint"]
+    creates = entrypoint if isinstance(entrypoint, str) else " ".join(entrypoint)
+    assert re.search(r"mc mb [^;&|]*local/photos\b", creates), creates
+    needs = services["api"]["depends_on"]["minio-buckets"]
+    assert needs["condition"] == "service_completed_successfully"
+
+
 def test_the_stack_refuses_to_start_without_its_secrets(tmp_path):
     done = _config(tmp_path, {k: v for k, v in SECRETS.items() if k != "POSTGRES_PASSWORD"})
     assert done.returncode != 0 and "set POSTGRES_PASSWORD" in done.stderr

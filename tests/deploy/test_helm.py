@@ -157,6 +157,29 @@ def test_the_api_pods_share_the_redis_given_by_value_or_secret():
     assert "PRODCLASS_REDIS_URL" not in unset[("Secret", "shop-prodclass-secrets")]["stringData"]
 
 
+def test_the_api_pods_share_the_photo_bucket_given_by_value():
+    bucket = {
+        "settings.PRODCLASS_PHOTO_STORE_URL": "s3://shop-photos/uploads",
+        "settings.PRODCLASS_S3_ENDPOINT_URL": "http://minio.storage:9000",
+    }
+    settings = render(**bucket)[("ConfigMap", "shop-prodclass-settings")]["data"]
+    assert settings["PRODCLASS_PHOTO_STORE_URL"] == "s3://shop-photos/uploads"
+    assert settings["PRODCLASS_S3_ENDPOINT_URL"] == "http://minio.storage:9000"
+    unset = render()[("ConfigMap", "shop-prodclass-settings")]["data"]
+    assert "PRODCLASS_PHOTO_STORE_URL" not in unset  # the pod's own folder: the notes say so
+    assert "PRODCLASS_S3_ENDPOINT_URL" not in unset
+
+    def notes(**values: str) -> str:
+        done = _helm("install", "shop", "--dry-run=client", values=REQUIRED | values)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split("NOTES:", 1)[1]
+
+    assert "No photo bucket" in notes()
+    assert "No photo bucket" not in notes(**bucket)
+    one_pod = {"api.autoscaling.enabled": "false", "api.replicaCount": "1"}
+    assert "No photo bucket" not in notes(**one_pod)
+
+
 def test_the_caches_caps_fit_the_api_pods_state_volume():
     """The feature and OCR caches gain an entry with every new photo; their caps, with a GiB
     left for the model files, must fit the state emptyDir, or the kubelet evicts the pod."""

@@ -1,5 +1,6 @@
 """The prediction log keeps every record while the database is unreachable (in memory, then in
-a spill file past its memory limit) and writes them all once the database answers again."""
+a spill file past its memory limit, photos included) and writes them all once the database
+answers again."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 
 from prodclass.db.session import session_scope, upgrade
 from prodclass.db.tables import PredictionRecord
+from prodclass.photo_store import LocalPhotoStore
 from prodclass.serving.prediction_log import LogRecord, PredictionLog
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=1"
@@ -40,16 +42,17 @@ def _record(photo: bytes | None = None) -> LogRecord:
 
 
 def test_nothing_is_lost_while_the_database_is_down(tmp_path: Path):
-    log = PredictionLog(UNREACHABLE, tmp_path / "uploads", tmp_path / "spill.jsonl", memory_limit=3)
+    photos = LocalPhotoStore(tmp_path / "uploads")
+    log = PredictionLog(UNREACHABLE, photos, tmp_path / "spill.jsonl", memory_limit=3)
     records = [_record(b"photo-bytes")] + [_record() for _ in range(4)]
     log.append(records)
+    assert len((tmp_path / "spill.jsonl").read_text().splitlines()) == 2  # over the memory limit
+    assert photos.get("a" * 64) is None  # a spill touches no store: the photo is in the file
     assert log.flush() is False  # the database does not answer
     assert log.backlog == 5
-    assert len((tmp_path / "spill.jsonl").read_text().splitlines()) == 2  # over the memory limit
-    assert (tmp_path / "uploads" / "aa" / ("a" * 64)).read_bytes() == b"photo-bytes"
 
-    # a restart meanwhile finds the spilled records again
-    reopened = PredictionLog(UNREACHABLE, tmp_path / "uploads", tmp_path / "spill.jsonl")
+    # a restart meanwhile finds the spilled records again, the photo with them
+    reopened = PredictionLog(UNREACHABLE, photos, tmp_path / "spill.jsonl")
     assert reopened.backlog == 2
 
     database = f"sqlite:///{tmp_path / 'app.db'}"
@@ -57,6 +60,7 @@ def test_nothing_is_lost_while_the_database_is_down(tmp_path: Path):
     log.db_url = database  # the database is back
     assert log.flush() is True
     assert log.backlog == 0 and not (tmp_path / "spill.jsonl").exists()
+    assert photos.get("a" * 64) == b"photo-bytes"
     with session_scope(database) as session:
         stored = set(session.scalars(select(PredictionRecord.id)))
         assert stored == {r.id for r in records}
@@ -69,9 +73,8 @@ def test_nothing_is_lost_while_the_database_is_down(tmp_path: Path):
 def test_the_writer_thread_flushes_and_stop_writes_the_rest(tmp_path: Path):
     database = f"sqlite:///{tmp_path / 'app.db'}"
     upgrade(database)
-    log = PredictionLog(
-        database, tmp_path / "uploads", tmp_path / "spill.jsonl", flush_seconds=0.05
-    )
+    photos = LocalPhotoStore(tmp_path / "uploads")
+    log = PredictionLog(database, photos, tmp_path / "spill.jsonl", flush_seconds=0.05)
     log.start()
     log.append([_record() for _ in range(3)])
     log.stop()

@@ -29,6 +29,7 @@ from sqlalchemy import select
 from prodclass.db.session import session_scope, upgrade
 from prodclass.db.tables import PredictionRecord
 from prodclass.db.users import create_user
+from prodclass.photo_store import LocalPhotoStore
 from prodclass.serving.api.app import create_app
 from prodclass.serving.prediction_log import PredictionLog
 from tests.servers import wait_for, with_database
@@ -66,7 +67,7 @@ def test_a_refused_record_is_dead_lettered_and_the_others_are_written(db_url, tm
     dead-lettered with its reason, every good one stored, and the log keeps going."""
     dead_file = tmp_path / "dead.jsonl"
     log = PredictionLog(
-        db_url, tmp_path / "uploads", tmp_path / "spill.jsonl", memory_limit=4,
+        db_url, LocalPhotoStore(tmp_path / "uploads"), tmp_path / "spill.jsonl", memory_limit=4,
         dead_letter_file=dead_file,
     )  # fmt: skip
     bad = [_record(), _record(), _record()]
@@ -100,7 +101,8 @@ def test_a_database_that_does_not_answer_keeps_everything(tmp_path: Path):
     """Transient errors are no refusal: nothing is dead-lettered, the log says it is failing."""
     log = PredictionLog(
         "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=1",
-        tmp_path / "uploads", tmp_path / "spill.jsonl", dead_letter_file=tmp_path / "dead.jsonl",
+        LocalPhotoStore(tmp_path / "uploads"), tmp_path / "spill.jsonl",
+        dead_letter_file=tmp_path / "dead.jsonl",
     )  # fmt: skip
     log.append([_record()])
     assert log.flush() is False

@@ -175,6 +175,7 @@ def feedback_export(
     folder, ready to validate and merge into training data."""
     from prodclass.db.feedback import export_labelled
     from prodclass.db.session import session_scope, upgrade
+    from prodclass.photo_store import open_photo_store
 
     config = settings()
     upgrade(config.db_url)  # a fresh machine has no database yet: nothing reviewed, no error
@@ -183,7 +184,7 @@ def feedback_export(
 
         shutil.rmtree(out)
     with session_scope(config.db_url) as session:
-        count = export_labelled(session, config.upload_dir, out)
+        count = export_labelled(session, open_photo_store(config), out)
     console.print(f"{count} reviewed products written to {out}")
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 from prodclass.data.layout import ChallengeLayout
 from prodclass.data.taxonomy import is_known
 from prodclass.db.tables import Feedback, PredictionRecord
+from prodclass.photo_store import PhotoStore
 
 EXPORTED_ID_BASE = 9_000_000_000  # ids given to products that came without numeric ones
 
@@ -50,9 +50,10 @@ def list_feedback(
     return list(session.scalars(query))
 
 
-def export_labelled(session: Session, upload_dir: Path, out: Path) -> int:
+def export_labelled(session: Session, photos: PhotoStore, out: Path) -> int:
     """Write every reviewed product (latest verdict per prediction) to ``out`` in the challenge
-    layout: X_train_update.csv, Y_train_CVw08PX.csv and images/image_train/. Returns the count."""
+    layout: X_train_update.csv, Y_train_CVw08PX.csv and images/image_train/ (the photos the
+    store holds). Returns the count."""
     rows = session.execute(
         select(Feedback, PredictionRecord)
         .join(PredictionRecord, Feedback.prediction_id == PredictionRecord.id)
@@ -68,9 +69,8 @@ def export_labelled(session: Session, upload_dir: Path, out: Path) -> int:
         productid = _numeric(prediction.product_id, EXPORTED_ID_BASE + feedback.id)
         imageid = _numeric(prediction.imageid, EXPORTED_ID_BASE + feedback.id)
         if prediction.image_sha256:
-            photo = upload_dir / prediction.image_sha256[:2] / prediction.image_sha256
-            if photo.is_file():
-                shutil.copy(photo, layout.image_path(str(imageid), str(productid), "train"))
+            dest = layout.image_path(str(imageid), str(productid), "train")
+            photos.save_as(prediction.image_sha256, dest)  # not stored (yet): text only
         x.append(
             {
                 "designation": prediction.designation,

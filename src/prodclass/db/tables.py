@@ -80,7 +80,7 @@ class PredictionRecord(Base):
     designation: Mapped[str] = mapped_column(Text, default="")
     description: Mapped[str] = mapped_column(Text, default="")
     text_sha256: Mapped[str | None] = mapped_column(String(64))
-    image_sha256: Mapped[str | None] = mapped_column(String(64))  # photo under settings.upload_dir
+    image_sha256: Mapped[str | None] = mapped_column(String(64))  # its photo in the photo store
     inputs: Mapped[str] = mapped_column(String(16))  # text, image or text+image
     prdtypecode: Mapped[int] = mapped_column(Integer, index=True)
     probability: Mapped[float] = mapped_column(Float)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,12 @@ from prodclass.monitoring.drift import DriftThresholds, detect_drift
 from prodclass.monitoring.features import product_features
 from prodclass.monitoring.performance import rolling_quality
 from prodclass.monitoring.profile import REFERENCE_DIR, ReferenceProfile, embedding_sample
+from prodclass.photo_store import PhotoStore, open_photo_store
 from prodclass.settings import Settings
 
 log = logging.getLogger(__name__)
+
+PHOTO_DOWNLOADS = 8  # photos fetched side by side from a remote photo store
 
 
 class NoReferenceError(LookupError):
@@ -42,8 +47,12 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def logged_products(db_url: str, upload_dir: Path, since: datetime) -> pd.DataFrame:
-    """Products answered since ``since``: the model's input frame plus its answer."""
+def logged_products(
+    db_url: str, photos: PhotoStore, since: datetime, scratch: Path
+) -> pd.DataFrame:
+    """Products answered since ``since``: the model's input frame plus its answer. The model
+    reads photos from files: those of a remote store are copied under ``scratch`` (the
+    caller's, to delete once the frame is used)."""
     with session_scope(db_url) as session:
         records = session.execute(
             select(
@@ -55,14 +64,19 @@ def logged_products(db_url: str, upload_dir: Path, since: datetime) -> pd.DataFr
                 PredictionRecord.model_version,
             ).where(PredictionRecord.created_at >= since)
         ).all()
+
+    def photo_file(sha: str | None) -> Path | None:
+        return photos.local_path(sha, scratch) if sha else None
+
+    with ThreadPoolExecutor(PHOTO_DOWNLOADS) as pool:
+        files = list(pool.map(photo_file, [record.image_sha256 for record in records]))
     rows = []
-    for designation, description, sha, code, probability, version in records:
-        photo = upload_dir / sha[:2] / sha if sha else None
+    for (designation, description, _, code, probability, version), photo in zip(records, files):
         rows.append(
             {
                 "text": product_text(designation or "", description or ""),
                 "title": clean_text(designation or ""),
-                "image_path": str(photo) if photo is not None and photo.is_file() else "",
+                "image_path": str(photo) if photo is not None else "",
                 "prdtypecode": int(code),
                 "probability": float(probability),
                 "model_version": version,
@@ -98,17 +112,18 @@ def run_drift_check(
     version = resolve_version(uri)
     reference = load_reference(folder)
     model = load_model_dir(folder)
-    logged = logged_products(settings.db_url, settings.upload_dir, since)
-    mine = logged[logged["model_version"] == version] if version else logged
-    answers = mine if len(mine) >= thresholds.min_samples else logged
-    report = detect_drift(
-        reference,
-        product_features(logged),
-        answers["prdtypecode"],
-        answers["probability"],
-        embedding_sample(model, logged, thresholds.embedding_samples, thresholds.seed),
-        thresholds,
-    )
+    with tempfile.TemporaryDirectory(prefix="prodclass-drift-photos-") as scratch:
+        logged = logged_products(settings.db_url, open_photo_store(settings), since, Path(scratch))
+        mine = logged[logged["model_version"] == version] if version else logged
+        answers = mine if len(mine) >= thresholds.min_samples else logged
+        report = detect_drift(
+            reference,
+            product_features(logged),
+            answers["prdtypecode"],
+            answers["probability"],
+            embedding_sample(model, logged, thresholds.embedding_samples, thresholds.seed),
+            thresholds,
+        )
     report |= {
         "model_uri": uri,
         "model_version": version,

@@ -1,10 +1,11 @@
 """The prediction log: every answered product is recorded, off the response path.
 
 Requests append records to an in-memory buffer; one writer thread stores the photos (once, by
-content hash, under ``settings.upload_dir``) and inserts the records in bulk. When the database
-is unreachable the records stay buffered and are retried with backoff; past
-``memory_limit`` they are appended to a spill file and replayed once the database answers, so
-nothing is lost while it is down. ``prodclass_prediction_log_backlog`` shows what is pending,
+content hash, in the photo store: ``photo_store.py``) and inserts the records in bulk. When the
+database or the photo store is unreachable the records stay buffered and are retried with
+backoff; past ``memory_limit`` they are appended, photos included, to a spill file (written
+without touching the network) and replayed once both answer, so nothing is lost while either
+is down. ``prodclass_prediction_log_backlog`` shows what is pending,
 ``prodclass_prediction_log_failing`` (and ``/ready``) whether writes fail now.
 
 A record the database refuses (a value it cannot store: the API refuses such text on the way
@@ -16,11 +17,13 @@ the refused records are found; each is appended, with the reason, to the dead-le
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +34,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from prodclass.db.session import session_scope
 from prodclass.db.tables import PredictionRecord
+from prodclass.photo_store import PhotoStore
 from prodclass.serving import metrics
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,9 @@ log = logging.getLogger(__name__)
 # (server down, connection lost, a missing table) is retried later with the whole backlog
 REFUSED = (DataError, IntegrityError, UnicodeError)
 DEAD_LETTER_NAME = "prediction-log-dead.jsonl"
+SPILLED_PHOTO = "image_base64"  # the photo of a spilled record, until the store has it
+REPLAY_BATCH = 500  # records written per batch (and read from the spill file at a time)
+PHOTO_UPLOADS = 8  # photos of a batch sent to the store side by side (a bucket is far away)
 
 
 @dataclass
@@ -60,7 +67,7 @@ class LogRecord:
     probability: float
     top: list[dict[str, Any]]
     latency_ms: float
-    image: bytes | None = field(default=None, repr=False)  # stored on disk, not in the table
+    image: bytes | None = field(default=None, repr=False)  # in the photo store, not the table
 
     def row(self) -> dict[str, Any]:
         data = asdict(self)
@@ -72,14 +79,14 @@ class PredictionLog:
     def __init__(
         self,
         db_url: str,
-        upload_dir: Path,
+        photos: PhotoStore,
         spill_file: Path,
         flush_seconds: float = 1.0,
         memory_limit: int = 10_000,
         dead_letter_file: Path | None = None,
     ) -> None:
         self.db_url = db_url
-        self.upload_dir = upload_dir
+        self.photos = photos
         self.spill_file = spill_file
         self.dead_letter_file = dead_letter_file or spill_file.with_name(DEAD_LETTER_NAME)
         self.flush_seconds = flush_seconds
@@ -90,6 +97,7 @@ class PredictionLog:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._uploads: ThreadPoolExecutor | None = None  # made at the first photo, per start
         self._spilled = self._count_spilled()
         self.failing_since: float | None = None  # monotonic time of the first failed write
         self.last_error: str | None = None
@@ -145,6 +153,9 @@ class PredictionLog:
                 self._buffer.clear()
             if rest:
                 self._spill(rest)
+        if self._uploads is not None:
+            self._uploads.shutdown()
+            self._uploads = None
         self._update_backlog()
 
     def flush(self) -> bool:
@@ -154,7 +165,8 @@ class PredictionLog:
                 self._replay_spill()
                 while True:
                     with self._lock:
-                        batch = [self._buffer[i] for i in range(min(500, len(self._buffer)))]
+                        count = min(REPLAY_BATCH, len(self._buffer))
+                        batch = [self._buffer[i] for i in range(count)]
                     if not batch:
                         self.failing_since = self.last_error = None
                         return True
@@ -163,7 +175,7 @@ class PredictionLog:
                         for _ in batch:
                             self._buffer.popleft()
                     self._update_backlog()
-            except Exception as exc:  # the database is down: keep everything, retry later
+            except Exception as exc:  # database or photo store down: keep everything, retry
                 metrics.LOG_WRITE_FAILURES.inc()
                 if self.failing_since is None:
                     self.failing_since = time.monotonic()
@@ -184,9 +196,13 @@ class PredictionLog:
             delay = self.flush_seconds if ok else min(delay * 2, 30.0)
 
     def _write(self, batch: list[LogRecord]) -> None:
-        for record in batch:
-            if record.image is not None and record.image_sha256:
-                self._store_photo(record.image_sha256, record.image)
+        """Photos first: a record in the table may be reviewed at once, its photo with it."""
+        photos = {r.image_sha256: r.image for r in batch if r.image is not None and r.image_sha256}
+        if photos:
+            if self._uploads is None:
+                self._uploads = ThreadPoolExecutor(PHOTO_UPLOADS, "prediction-log-photos")
+            # consuming the results re-raises the first failure: the batch is retried whole
+            list(self._uploads.map(self._store_photo, photos, photos.values()))
         self._insert_isolating(batch)
 
     def _insert_isolating(self, batch: list[LogRecord]) -> None:
@@ -214,13 +230,8 @@ class PredictionLog:
                 session.execute(insert(PredictionRecord), rows)
 
     def _store_photo(self, sha: str, image: bytes) -> None:
-        path = self.upload_dir / sha[:2] / sha
-        if path.exists():
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
-        tmp.write_bytes(image)
-        tmp.replace(path)
+        if not self.photos.exists(sha):  # the same photo sent again is not uploaded again
+            self.photos.put(sha, image)
 
     def _dead_letter(self, record: LogRecord, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {_first_line(exc)}"
@@ -236,13 +247,15 @@ class PredictionLog:
 
     # ---- spill file ----------------------------------------------------------------------
     def _spill(self, records: list[LogRecord]) -> None:
-        for record in records:
-            if record.image is not None and record.image_sha256:
-                self._store_photo(record.image_sha256, record.image)
+        """Append the records to the spill file with their photos: this runs on a request's
+        thread, and the photo store may be what is down."""
         self.spill_file.parent.mkdir(parents=True, exist_ok=True)
         with self.spill_file.open("a", encoding="utf-8") as out:
             for record in records:
-                out.write(json.dumps(record.row(), default=_json_default) + "\n")
+                row = record.row()
+                if record.image is not None and record.image_sha256:
+                    row[SPILLED_PHOTO] = base64.b64encode(record.image).decode("ascii")
+                out.write(json.dumps(row, default=_json_default) + "\n")
         self._spilled += len(records)
         log.warning("prediction log: %d records spilled to %s", len(records), self.spill_file)
 
@@ -253,23 +266,36 @@ class PredictionLog:
             return sum(1 for _ in lines)
 
     def _replay_spill(self) -> None:
+        """Write the spilled records, a batch at a time (with their photos they may not fit in
+        memory at once); a failure part way leaves the file whole, and the records already
+        written are recognised by their ids at the next attempt."""
         if not self._spilled:
             return
+        replayed = 0
+        batch: list[LogRecord] = []
         with self.spill_file.open(encoding="utf-8") as lines:
-            rows = [json.loads(line) for line in lines if line.strip()]
-        records = []
-        for row in rows:
-            row["created_at"] = datetime.fromisoformat(row["created_at"])
-            records.append(LogRecord(**row))
-        for start in range(0, len(records), 500):
-            self._write(records[start : start + 500])
+            for line in lines:
+                if line.strip():
+                    batch.append(_spilled_record(json.loads(line)))
+                if len(batch) == REPLAY_BATCH:
+                    self._write(batch)
+                    replayed, batch = replayed + len(batch), []
+        if batch:
+            self._write(batch)
+            replayed += len(batch)
         self.spill_file.unlink()
         self._spilled = 0
-        log.info("prediction log: replayed %d spilled records", len(records))
+        log.info("prediction log: replayed %d spilled records", replayed)
 
     def _update_backlog(self) -> None:
         metrics.LOG_BACKLOG.set(self.backlog)
         metrics.LOG_FAILING.set(1 if self.failing else 0)
+
+
+def _spilled_record(row: dict[str, Any]) -> LogRecord:
+    row["created_at"] = datetime.fromisoformat(row["created_at"])
+    photo = row.pop(SPILLED_PHOTO, None)
+    return LogRecord(**row, image=base64.b64decode(photo) if photo else None)
 
 
 def _first_line(exc: Exception) -> str:

@@ -6,6 +6,7 @@ client can cause is a 4xx JSON ``{"detail": reason}``; overload is a 503 with Re
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from prodclass import __version__
 from prodclass.db.encryption import EncryptionError
 from prodclass.db.users import UserError
 from prodclass.models.base import NoEmbeddingError
+from prodclass.photo_store import PhotoStoreError
 from prodclass.registry.model_registry import RegistryError
 from prodclass.serving import metrics
 from prodclass.serving.api.deps import storable_url
@@ -42,6 +44,8 @@ from prodclass.serving.prediction_queue import NoModelError, OverloadedError
 from prodclass.serving.predictor import InvalidProductError
 from prodclass.serving.similarity import IndexMissingError
 from prodclass.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 BATCH_PREFIX = "/predict/batch"
 
@@ -134,6 +138,12 @@ def _add_error_answers(app: FastAPI) -> None:
     async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
         headers = {"Retry-After": "5"}
         return _json(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable", headers)
+
+    @app.exception_handler(PhotoStoreError)
+    async def photo_store_down(_: Request, exc: PhotoStoreError) -> JSONResponse:
+        log.warning("photo store: %s", exc)  # where and why for the operator, not the client
+        headers = {"Retry-After": "5"}
+        return _json(status.HTTP_503_SERVICE_UNAVAILABLE, "photo store unavailable", headers)
 
 
 def _document_error_answers(app: FastAPI) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import OperationalError
 
 from prodclass.db.session import check_schema
+from prodclass.photo_store import PhotoStore, open_photo_store
 from prodclass.serving.login_throttle import LoginThrottle
 from prodclass.serving.model_cache import ModelCache, registry_problem
 from prodclass.serving.model_slot import ModelSlot
@@ -32,6 +33,7 @@ class Services:
     slot: ModelSlot
     queue: PredictionQueue
     prediction_log: PredictionLog
+    photos: PhotoStore  # what clients sent: this machine's folder or a bucket replicas share
     limiter: RateLimiter
     tokens: TokenIssuer
     revocations: RevocationList
@@ -68,6 +70,8 @@ class Services:
             tracking_uri=settings.tracking_uri,
         )
         shared = SharedState.from_settings(settings)
+        photos = open_photo_store(settings)
+        log.info("photos clients send are kept in %s", photos.describe())
         log.info("sign-in failures, rate limits and revocations shared in %s", shared.describe())
         revocations = RevocationList(
             settings.db_url, shared=SharedRevocations(shared) if shared.client else None
@@ -84,11 +88,12 @@ class Services:
             ),
             prediction_log=PredictionLog(
                 settings.db_url,
-                settings.upload_dir,
+                photos,
                 settings.state_dir / "prediction-log-spill.jsonl",
                 flush_seconds=settings.prediction_log_flush_seconds,
                 memory_limit=settings.prediction_log_memory_limit,
             ),
+            photos=photos,
             limiter=RateLimiter(
                 settings.api_rate_limit_per_minute, settings.api_rate_limit_burst, shared
             ),

@@ -63,7 +63,7 @@ def list_feedback(
 def export(services: ServicesDep, _: Reviewer, session: SessionDep) -> Response:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        reviews.export_labelled(session, services.settings.upload_dir, root)
+        reviews.export_labelled(session, services.photos, root)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(root.rglob("*")):

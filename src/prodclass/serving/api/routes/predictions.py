@@ -70,7 +70,11 @@ def list_predictions(
     "/{prediction_id}/image",
     summary="The photo a prediction was made from",
     response_class=Response,
-    responses={200: {"content": {"image/*": {}}}, 404: {"description": "no photo"}},
+    responses={
+        200: {"content": {"image/*": {}}},
+        404: {"description": "no photo"},
+        503: {"description": "the photo store does not answer"},
+    },
 )
 def prediction_image(
     prediction_id: str, services: ServicesDep, _: Reviewer, session: SessionDep
@@ -78,11 +82,10 @@ def prediction_image(
     record = session.get(PredictionRecord, prediction_id)
     if record is None or not record.image_sha256:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no photo for this prediction")
-    sha = record.image_sha256
-    path = services.settings.upload_dir / sha[:2] / sha
-    if not path.is_file():
+    data = services.photos.get(record.image_sha256)  # PhotoStoreError: 503 (app.py)
+    if data is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the photo is not stored (yet)")
-    return photo_response(path.read_bytes())
+    return photo_response(data)
 
 
 def photo_response(data: bytes) -> Response:
