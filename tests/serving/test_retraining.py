@@ -2,7 +2,9 @@
 ``retraining`` job, launched through a Dagster instance in a temporary DAGSTER_HOME, over a
 DVC project whose seven stages are cheap commands (the real jobs, assets, DVC and launcher; only
 the stages' work is trivial). Two apps share the database and the instance, as two replicas:
-the one that did not ask reports the run, from start to success or failure with its reason."""
+the one that did not ask reports the run, from start to success or failure with its reason.
+Then the same through real `prodclass serve` processes and the web app's models page: the run
+outlives the server that asked for it, and the page of another server follows it to its end."""
 
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
 
 from prodclass.db.session import session_scope, upgrade
 from prodclass.db.tables import RetrainingRequest
@@ -24,8 +29,8 @@ from prodclass.db.users import create_user
 from prodclass.pipelines.definitions import STAGES
 from prodclass.pipelines.launcher import PID_TAG
 from prodclass.serving.api.app import create_app
-from prodclass.settings import Settings
-from tests.servers import wait_for
+from prodclass.settings import Settings, get_settings
+from tests.servers import free_port, start_process, stop_process, wait_for, wait_until_up
 
 pytestmark = pytest.mark.slow
 PASSWORD = "admin-secret-1"
@@ -152,7 +157,8 @@ def test_a_failed_stage_is_reported_with_its_reason(replicas):
     assert (ended["status"], ended["state"]) == ("FAILURE", "failed")
     assert ended["failure"].startswith("stage train failed: "), ended["failure"]
     assert "`dvc repro --single-item train` failed" in ended["failure"]
-    assert "STEP_FAILURE" in ended["log_tail"] and "register" not in ended["log_tail"]
+    assert "STEP_FAILURE" in ended["log_tail"]
+    assert 'Started execution of step "evaluate"' not in _events(replicas, ended["id"])
     # a finished run no longer holds the next one back
     again = replicas.other.post("/training/runs", headers=replicas.headers)
     assert again.status_code == 202, again.text
@@ -172,3 +178,74 @@ def test_a_run_whose_process_died_is_reported_failed(replicas):
     ended = wait_for(lambda: _ended(replicas), "the dead run to be reported", 30)
     assert (ended["status"], ended["state"]) == ("FAILURE", "failed")
     assert f"pid {pid}" in ended["failure"] and "gone" in ended["failure"]
+
+
+def _serve(settings: Settings, state: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """A `prodclass serve` process with ``settings`` and a state folder of its own (a pod)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODCLASS_")} | {
+        "PRODCLASS_STATE_DIR": str(state),
+        "PRODCLASS_DATABASE_URL": settings.db_url,
+        "PRODCLASS_MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "PRODCLASS_MODEL_URI": settings.model_uri,
+        "PRODCLASS_MODEL_POLL_SECONDS": "0",
+        "PRODCLASS_MONITORING_REFRESH_SECONDS": "0",
+        "PRODCLASS_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "PRODCLASS_DAGSTER_HOME": str(settings.dagster_home),
+        "PRODCLASS_PIPELINE_DIR": str(settings.pipeline_dir),
+        "PRODCLASS_LOG_LEVEL": "WARNING",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    command = [str(Path(sys.executable).with_name("prodclass")), "serve", "--port", str(port)]
+    process = start_process([*command, "--host", "127.0.0.1"], log, env=env)
+    url = f"http://127.0.0.1:{port}"
+    up = lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200  # noqa: E731
+    wait_until_up(process, log, up, "prodclass serve")
+    return process, url
+
+
+def _models_page(url: str, monkeypatch: pytest.MonkeyPatch, headers: dict) -> AppTest:
+    monkeypatch.setenv("PRODCLASS_API_URL", url)
+    get_settings.cache_clear()
+    at = AppTest.from_string(
+        "from prodclass.ui.views import models\nmodels.render()\n", default_timeout=120
+    )
+    at.session_state["token"] = headers["Authorization"].removeprefix("Bearer ")
+    at.session_state["role"] = at.session_state["username"] = "root"
+    return at.run()
+
+
+def _page_text(at: AppTest) -> str:
+    kinds = ("markdown", "success", "error", "info", "code")
+    return "\n".join(str(e.value) for kind in kinds for e in getattr(at, kind))
+
+
+@pytest.mark.parametrize("replicas", [{"evaluate": "sleep 6"}], indirect=True)
+def test_the_web_app_follows_a_run_that_outlives_the_server_that_asked(
+    replicas, tmp_path, monkeypatch
+):
+    with ExitStack() as stack:
+        first, first_url = _serve(replicas.settings, tmp_path / "state-a", tmp_path / "a.log")
+        stack.callback(stop_process, first)
+        second, second_url = _serve(replicas.settings, tmp_path / "state-b", tmp_path / "b.log")
+        stack.callback(stop_process, second)
+        stack.callback(get_settings.cache_clear)
+
+        page = _models_page(first_url, monkeypatch, replicas.headers)
+        page.button[0].click().run()  # "Start a retraining run", on the first server's page
+        assert "asked of Dagster" in page.success[0].value, _page_text(page)
+        run_id = page.success[0].value.split()[2]
+        pid = _run_process(replicas, run_id)
+        assert pid not in _descendants(first.pid)  # not the server's child, nor its workers'
+        stop_process(first)  # the server that asked goes away (SIGTERM to its process group)
+
+        page = _models_page(second_url, monkeypatch, replicas.headers)
+        assert f"Latest run `{run_id}`" in _page_text(page)
+        assert "**running**" in _page_text(page) or "**queued**" in _page_text(page)
+
+        def ended() -> AppTest | None:
+            again = page.run()
+            return again if "**succeeded**" in _page_text(again) else None
+
+        page = wait_for(ended, "the page to show the run succeeded", 120)
+        assert "RUN_SUCCESS" in _page_text(page) and not page.error
