@@ -27,6 +27,7 @@ from prodclass.db.session import session_scope, upgrade
 from prodclass.db.tables import RetrainingRequest
 from prodclass.db.users import create_user
 from prodclass.pipelines.definitions import STAGES
+from prodclass.pipelines.instance import CODE_LOCATION
 from prodclass.pipelines.launcher import PID_TAG
 from prodclass.serving.api.app import create_app
 from prodclass.settings import Settings, get_settings
@@ -57,8 +58,13 @@ def _project(folder: Path, commands: dict[str, str]) -> Path:
 
 @pytest.fixture
 def replicas(request, tmp_path: Path) -> Iterator[Replicas]:
-    """Two apps over one database and one Dagster home; ``request.param``: stage commands."""
-    project = _project(tmp_path / "project", getattr(request, "param", {}))
+    """Two apps over one database and one Dagster home. ``request.param``: commands of some
+    stages (``stages``), the instance's ``dagster.yaml`` (none: the one-machine default)."""
+    param = getattr(request, "param", {})
+    project = _project(tmp_path / "project", param.get("stages", {}))
+    if "dagster_yaml" in param:
+        (tmp_path / "dagster").mkdir()
+        (tmp_path / "dagster" / "dagster.yaml").write_text(param["dagster_yaml"])
     settings = Settings(
         state_dir=tmp_path / "state",
         database_url=f"sqlite:///{tmp_path / 'app.db'}",
@@ -126,7 +132,7 @@ def test_a_retraining_asked_of_one_replica_runs_in_dagster_and_another_follows_i
     assert pid != os.getpid()
     below = _descendants(os.getpid())
     assert pid not in below
-    assert not [p for p in below if b"dagster" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert not [p for p in below if _is_dagster(p)]
     assert run["id"].encode() in Path(f"/proc/{pid}/cmdline").read_bytes()  # running it now
 
     # one lifecycle run at a time, whichever replica is asked
@@ -149,7 +155,9 @@ def _events(replicas: Replicas, run_id: str) -> str:
     return "\n".join(entry.message for entry in instance.all_logs(run_id))
 
 
-@pytest.mark.parametrize("replicas", [{"train": "echo no memory >&2; exit 3"}], indirect=True)
+@pytest.mark.parametrize(
+    "replicas", [{"stages": {"train": "echo no memory >&2; exit 3"}}], indirect=True
+)
 def test_a_failed_stage_is_reported_with_its_reason(replicas):
     started = replicas.asking.post("/training/runs", headers=replicas.headers)
     assert started.status_code == 202, started.text
@@ -165,7 +173,7 @@ def test_a_failed_stage_is_reported_with_its_reason(replicas):
     wait_for(lambda: _ended(replicas), "the second run to end", 120)
 
 
-@pytest.mark.parametrize("replicas", [{"ingest": "sleep 120"}], indirect=True)
+@pytest.mark.parametrize("replicas", [{"stages": {"ingest": "sleep 120"}}], indirect=True)
 def test_a_run_whose_process_died_is_reported_failed(replicas):
     """Killed (out of memory, a node lost): the run never reports its end; the launcher finds
     its process gone and the run is marked failed for every replica."""
@@ -178,6 +186,50 @@ def test_a_run_whose_process_died_is_reported_failed(replicas):
     ended = wait_for(lambda: _ended(replicas), "the dead run to be reported", 30)
     assert (ended["status"], ended["state"]) == ("FAILURE", "failed")
     assert f"pid {pid}" in ended["failure"] and "gone" in ended["failure"]
+
+
+# as deployed (deploy/dagster/): runs queued for the daemon; SQLite stands in for PostgreSQL
+QUEUED_INSTANCE = """\
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config: {max_concurrent_runs: 1, dequeue_interval_seconds: 1}
+telemetry: {enabled: false}
+"""
+
+
+@pytest.mark.parametrize("replicas", [{"dagster_yaml": QUEUED_INSTANCE}], indirect=True)
+def test_as_deployed_the_api_only_queues_and_the_dagster_daemon_launches(replicas, tmp_path):
+    """With the instance's dagster.yaml queueing runs, a replica starts no process at all; the
+    Dagster daemon (`dagster-daemon run`, as the compose service) launches the run through the
+    code location it serves, and the other replica reports it done."""
+    started = replicas.asking.post("/training/runs", headers=replicas.headers)
+    assert started.status_code == 202, started.text
+    run = started.json()
+    assert (run["status"], run["state"]) == ("QUEUED", "queued")
+    instance = replicas.asking.app.state.services.retrainer.instance
+    assert PID_TAG not in instance.get_run_by_id(run["id"]).tags  # nothing launched here
+    assert not [p for p in _descendants(os.getpid()) if _is_dagster(p)]
+    assert replicas.other.post("/training/runs", headers=replicas.headers).status_code == 409
+
+    daemon = start_process(
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-m", CODE_LOCATION],
+        tmp_path / "daemon.log",
+        env=os.environ | {"DAGSTER_HOME": str(replicas.settings.dagster_folder)},
+    )
+    try:
+        ended = wait_for(lambda: _ended(replicas), "the daemon to run the queued run", 120)
+    finally:
+        stop_process(daemon)
+    assert (ended["status"], ended["state"]) == ("SUCCESS", "succeeded"), ended
+    assert 'Finished execution of step "register"' in _events(replicas, run["id"])
+
+
+def _is_dagster(pid: int) -> bool:
+    try:
+        return b"dagster" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _serve(settings: Settings, state: Path, log: Path) -> tuple[subprocess.Popen, str]:
@@ -220,7 +272,7 @@ def _page_text(at: AppTest) -> str:
     return "\n".join(str(e.value) for kind in kinds for e in getattr(at, kind))
 
 
-@pytest.mark.parametrize("replicas", [{"evaluate": "sleep 6"}], indirect=True)
+@pytest.mark.parametrize("replicas", [{"stages": {"evaluate": "sleep 6"}}], indirect=True)
 def test_the_web_app_follows_a_run_that_outlives_the_server_that_asked(
     replicas, tmp_path, monkeypatch
 ):
