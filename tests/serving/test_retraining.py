@@ -176,7 +176,8 @@ def test_a_failed_stage_is_reported_with_its_reason(replicas):
 @pytest.mark.parametrize("replicas", [{"stages": {"ingest": "sleep 120"}}], indirect=True)
 def test_a_run_whose_process_died_is_reported_failed(replicas):
     """Killed (out of memory, a node lost): the run never reports its end; the launcher finds
-    its process gone and the run is marked failed for every replica."""
+    its process gone and the run is marked failed for every replica. Then a run terminated
+    through Dagster: canceled, its process gone."""
     started = replicas.asking.post("/training/runs", headers=replicas.headers)
     run = started.json()
     pid = _run_process(replicas, run["id"])
@@ -186,6 +187,17 @@ def test_a_run_whose_process_died_is_reported_failed(replicas):
     ended = wait_for(lambda: _ended(replicas), "the dead run to be reported", 30)
     assert (ended["status"], ended["state"]) == ("FAILURE", "failed")
     assert f"pid {pid}" in ended["failure"] and "gone" in ended["failure"]
+
+    # a run terminated through Dagster (its launcher) ends canceled, its stage stopped with it
+    again = replicas.other.post("/training/runs", headers=replicas.headers).json()
+    events = lambda: _events(replicas, again["id"])  # noqa: E731
+    wait_for(lambda: 'Started execution of step "ingest"' in events(), "the stage to start", 60)
+    instance = replicas.other.app.state.services.retrainer.instance
+    assert instance.run_launcher.terminate(again["id"])
+    ended = wait_for(lambda: _ended(replicas), "the run to be canceled", 60)
+    assert (ended["id"], ended["status"], ended["state"]) == (again["id"], "CANCELED", "canceled")
+    pid = _run_process(replicas, again["id"])
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the run's process to end", 30)
 
 
 # as deployed (deploy/dagster/): runs queued for the daemon; SQLite stands in for PostgreSQL

@@ -13,6 +13,7 @@ going (``check_run_worker_health``).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -87,7 +88,8 @@ class LocalProcessRunLauncher(RunLauncher, ConfigurableClass):
         if run is None or run.is_finished or not _alive_here(run):
             return False
         self._instance.report_run_canceling(run)
-        os.killpg(int(run.tags[PID_TAG]), 15)  # the run's own session: the run and its stages
+        # the run's own session: the run, DVC and the stage it runs
+        os.killpg(int(run.tags[PID_TAG]), signal.SIGTERM)
         return True
 
     @property
