@@ -201,9 +201,20 @@ class Settings(BaseSettings):
     monitoring_refresh_seconds: float = Field(
         default=60.0, ge=0, description="How often the API refreshes drift/quality gauges."
     )
-    retrain_command: str = Field(
-        default="prodclass pipeline run",
-        description="What `POST /training/runs` starts (run in the API's working folder).",
+    retrain_job: Literal["retraining", "training"] = Field(
+        default="retraining",
+        description="The Dagster job `POST /training/runs` asks the Dagster instance to run.",
+    )
+    pipeline_dir: Path = Field(
+        default=Path("."),
+        description="Folder holding dvc.yaml where retraining runs asked through the API work, "
+        "as the machine running them sees it (relative: to the API's working folder).",
+    )
+    dagster_home: Path | None = Field(
+        default=None,
+        description="Folder of the Dagster instance retraining runs are asked of (its "
+        "dagster.yaml; every API replica and the Dagster daemon name the same instance); "
+        "unset: state_dir/dagster.",
     )
     api_url: str | None = Field(
         default=None,
@@ -235,6 +246,11 @@ class Settings(BaseSettings):
         """The API's address for clients: ``api_url``, else where ``prodclass serve`` listens."""
         scheme = "https" if self.tls_certfile else "http"
         return self.api_url or f"{scheme}://{self.api_host}:{self.api_port}"
+
+    @property
+    def dagster_folder(self) -> Path:
+        """The Dagster instance's folder: ``dagster_home``, else under state_dir."""
+        return (self.dagster_home or self.state_dir / "dagster").resolve()
 
     @property
     def upload_dir(self) -> Path:

@@ -172,3 +172,56 @@ def test_healthchecks_call_the_address_other_services_use(tmp_path):
         test = " ".join(service["healthcheck"]["test"])
         assert not re.search(r"127\.0\.0\.1|localhost", test), (name, test)
         assert re.search(rf"(://|-h ){name}\b", test), (name, test)
+
+
+def test_api_replicas_and_the_daemon_share_one_dagster_instance_in_postgres(tmp_path):
+    """Retraining runs asked of any api container are queued in one Dagster run storage
+    (PostgreSQL's `dagster` database) that the daemon empties and every replica reads."""
+    done = _config(tmp_path, SECRETS)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    api, daemon = services["api"], services["dagster"]
+    home = api["environment"]["PRODCLASS_DAGSTER_HOME"]
+    assert daemon["environment"]["DAGSTER_HOME"] == home
+    assert api["environment"]["PRODCLASS_PIPELINE_DIR"] == "/app/work"  # the daemon's work tree
+    for service in (api, daemon):
+        url = service["environment"]["DAGSTER_PG_URL"]
+        assert url == f"postgresql://prodclass:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/dagster"
+        assert f"{home}/dagster.yaml" in _mounts(service)
+        assert _mounts(service)[f"{home}/dagster.yaml"].endswith(
+            "deploy/dagster/dagster.compose.yaml"
+        )
+    assert "CREATE DATABASE dagster" in (PROJECT_ROOT / "deploy/postgres/init.sql").read_text()
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    """Target -> source of a service's volumes (short "source:target[:mode]" or long form)."""
+    found = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume.get("source", ""), volume["target"]
+        found[target] = source
+    return found
+
+
+@pytest.mark.parametrize("name", ["dagster.compose.yaml", "dagster.yaml"])
+def test_the_dagster_instance_files_pass_dagsters_own_check(name):
+    """Dagster's schema of instance configuration accepts them (a misspelt key is refused);
+    both keep the runs in PostgreSQL and queue them for the daemon."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    config, _ = dagster_instance_config(str(PROJECT_ROOT / "deploy/dagster"), name)
+    assert config["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_PG_URL"}
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+
+
+def test_the_images_dagster_postgres_is_the_release_of_the_locked_dagster():
+    """dagster-postgres pins the exact dagster it was released with: 0.29.N for 1.13.N."""
+    dockerfile = (PROJECT_ROOT / "deploy/docker/Dockerfile").read_text()
+    (pinned,) = re.findall(r"ARG DAGSTER_POSTGRES_VERSION=(\S+)", dockerfile)
+    lock = (PROJECT_ROOT / "requirements.lock").read_text()
+    (dagster,) = re.findall(r"^dagster==(\S+)$", lock, re.MULTILINE)
+    major, minor, patch = dagster.split(".")
+    assert major == "1" and pinned == f"0.{int(minor) + 16}.{patch}", (pinned, dagster)

@@ -26,6 +26,7 @@ KUBERNETES_VERSIONS = ("1.25", "1.35")  # the chart's kubeVersion floor, and rec
 REQUIRED = {
     "secrets.values.PRODCLASS_JWT_SECRET": "0123456789abcdef0123456789abcdef",
     "secrets.values.PRODCLASS_DATABASE_URL": "postgresql://prodclass:pw@db:5432/prodclass",
+    "secrets.values.DAGSTER_PG_URL": "postgresql://prodclass:pw@db:5432/dagster",
     "settings.PRODCLASS_MLFLOW_TRACKING_URI": "http://mlflow.tracking:5000",
 }
 
@@ -196,6 +197,43 @@ def test_the_caches_caps_fit_the_api_pods_state_volume():
     assert 0 < caps_mb <= (int(limit[:-2]) - 1) * 1024, (caps_mb, limit)
 
 
+def test_the_api_pods_share_one_dagster_instance_that_queues_retraining_runs():
+    """Every API pod reads the same dagster.yaml in PRODCLASS_DAGSTER_HOME: PostgreSQL run
+    storage from the Secret, runs queued for the Dagster daemon (none launched by a pod)."""
+    objects = render()
+    settings = objects[("ConfigMap", "shop-prodclass-settings")]["data"]
+    home = settings["PRODCLASS_DAGSTER_HOME"]
+    assert home == f"{settings['PRODCLASS_STATE_DIR']}/dagster"
+    assert settings["PRODCLASS_PIPELINE_DIR"] == "/app/work"  # the pipeline image's work tree
+    instance = yaml.safe_load(
+        objects[("ConfigMap", "shop-prodclass-dagster")]["data"]["dagster.yaml"]
+    )
+    assert instance["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_PG_URL"}
+    assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert "run_launcher" not in instance  # the daemon's to choose (deploy/dagster/dagster.yaml)
+    secret = objects[("Secret", "shop-prodclass-secrets")]["stringData"]
+    assert secret["DAGSTER_PG_URL"] == REQUIRED["secrets.values.DAGSTER_PG_URL"]
+
+    pod = objects[("Deployment", "shop-prodclass-api")]["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    (mount,) = [m for m in api["volumeMounts"] if m["name"] == "dagster"]
+    assert mount["mountPath"] == f"{home}/dagster.yaml" and mount["subPath"] == "dagster.yaml"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "dagster"]
+    assert volume["configMap"]["name"] == "shop-prodclass-dagster"
+
+
+def test_the_charts_dagster_yaml_passes_dagsters_own_check(tmp_path):
+    """Dagster's schema of instance configuration accepts the rendered file (a misspelt key
+    or storage block would be refused); its PostgreSQL storage is dagster-postgres's, which
+    the images install."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    rendered = render()[("ConfigMap", "shop-prodclass-dagster")]["data"]["dagster.yaml"]
+    (tmp_path / "dagster.yaml").write_text(rendered)
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+
+
 def test_migrations_run_as_a_hook_before_upgrades():
     job = render()[("Job", "shop-prodclass-migrations")]
     hooks = job["metadata"]["annotations"]["helm.sh/hook"].split(",")
@@ -224,6 +262,7 @@ def test_the_optional_mlflow_server_is_what_the_api_is_pointed_at():
     [
         ("secrets.values.PRODCLASS_JWT_SECRET", None, "PRODCLASS_JWT_SECRET is required"),
         ("secrets.values.PRODCLASS_DATABASE_URL", None, "PRODCLASS_DATABASE_URL is required"),
+        ("secrets.values.DAGSTER_PG_URL", None, "DAGSTER_PG_URL is required"),
         ("settings.PRODCLASS_MLFLOW_TRACKING_URI", None, "PRODCLASS_MLFLOW_TRACKING_URI"),
         (None, {"secrets.values.PRODCLASS_JWT_SECRET": "short"}, "at least 32 characters"),
         (None, {"ingress.enabled": "true"}, "ingress.api.host is required"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sys
 import zipfile
 
 import pandas as pd
@@ -18,7 +17,6 @@ from sqlalchemy import select
 from prodclass.data.taxonomy import is_known
 from prodclass.db.session import session_scope
 from prodclass.db.tables import PredictionRecord
-from tests.servers import wait_for
 from tests.serving.conftest import PASSWORDS, login, wait_ready, wait_serving
 
 # ---- system -------------------------------------------------------------------------------
@@ -438,22 +436,6 @@ def test_model_evidence_is_the_cross_validated_quality(client, auth, served):
     overall = evidence["cv"]["scores"]["all"]["weighted_f1"]
     assert 0 < overall["low"] <= overall["mean"] <= overall["high"] <= 1
     assert client.get("/models/999/evidence", headers=auth["client"]).status_code == 404
-
-
-def test_an_admin_starts_a_retraining_run_and_follows_it(client, auth):
-    retrainer = client.app.state.services.retrainer
-    retrainer.command = f"{sys.executable} -c \"import time; print('retrained'); time.sleep(1)\""
-    assert client.post("/training/runs", headers=auth["reviewer"]).status_code == 403
-    started = client.post("/training/runs", headers=auth["admin"])
-    assert started.status_code == 202 and started.json()["state"] == "running"
-    assert client.post("/training/runs", headers=auth["admin"]).status_code == 409
-
-    def finished() -> dict | None:
-        latest = client.get("/training/runs/latest", headers=auth["admin"]).json()
-        return latest if latest["state"] != "running" else None
-
-    latest = wait_for(finished, "the retraining run to end", 30)
-    assert latest["state"] == "succeeded" and "retrained" in latest["log_tail"]
 
 
 # ---- users --------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ shared one, read only: the operations that would change it or the serving model 
 
 Excluded operations, and why:
 
-- ``POST /training/runs``: starts the retraining pipeline (``prodclass pipeline run``) in a
-  child process, minutes of CPU training on this 2-CPU machine.
+- ``POST /training/runs``: asks Dagster for a run of the retraining pipeline, minutes of CPU
+  training on this 2-CPU machine.
 - ``POST /models/{version}/load`` and its alias ``POST /models/load/{version}``: start a
   background load and swap of the serving model (a generated "3" loads the deliberately
   corrupt version); what follows depends on timing, not on the request.
@@ -94,7 +94,7 @@ def fuzz_settings(served: Served, tmp_path_factory) -> Settings:
             "monitoring_refresh_seconds": 0.0,
             "api_rate_limit_per_minute": 1_000_000,  # one fuzzing user, many requests
             "api_rate_limit_burst": 100_000,
-            "retrain_command": "false",  # never reached: the route is excluded
+            "dagster_home": state / "dagster",  # never asked: the route is excluded
         }
     )
     upgrade(settings.db_url)

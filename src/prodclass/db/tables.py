@@ -113,3 +113,15 @@ class JournalEntry(Base):
     model_version: Mapped[str | None] = mapped_column(String(32))
     summary: Mapped[str] = mapped_column(Text)  # one sentence for people
     details: Mapped[dict] = mapped_column(JSON)  # the numbers
+
+
+class RetrainingRequest(Base):
+    """A retraining asked of Dagster through the API: the Dagster run that carries it out (its
+    status lives in the Dagster instance every replica reads), who asked and when."""
+
+    __tablename__ = "retraining_runs"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the Dagster run id
+    job: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)

@@ -104,9 +104,16 @@ def drift_report() -> dg.MaterializeResult:
 
 
 LIFECYCLE = dg.AssetSelection.groups("lifecycle")
-training_job = dg.define_asset_job("training", selection=LIFECYCLE)
+# DVC holds one lock per project: the stages of a run go one after another, in the run's own
+# process (as `prodclass pipeline run` executes them)
+training_job = dg.define_asset_job(
+    "training", selection=LIFECYCLE, executor_def=dg.in_process_executor
+)
 retraining_job = dg.define_asset_job(
-    "retraining", selection=LIFECYCLE, tags={"prodclass/kind": "retraining"}
+    "retraining",
+    selection=LIFECYCLE,
+    tags={"prodclass/kind": "retraining"},
+    executor_def=dg.in_process_executor,
 )
 drift_job = dg.define_asset_job("drift_check", selection=dg.AssetSelection.assets(drift_report))
 nightly_drift_check = dg.ScheduleDefinition(

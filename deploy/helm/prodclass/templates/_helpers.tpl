@@ -73,3 +73,8 @@ automountServiceAccountToken: false
   emptyDir:
     sizeLimit: 1Gi
 {{- end -}}
+
+{{/* The Dagster instance's folder in the API pods: its dagster.yaml comes from a ConfigMap. */}}
+{{- define "prodclass.dagsterHome" -}}
+{{- printf "%s/dagster" .Values.settings.PRODCLASS_STATE_DIR -}}
+{{- end -}}

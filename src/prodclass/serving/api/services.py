@@ -38,7 +38,7 @@ class Services:
     tokens: TokenIssuer
     revocations: RevocationList
     login_throttle: LoginThrottle
-    retrainer: Retrainer
+    retrainer: Retrainer  # asks the Dagster instance for retraining runs
     watcher: Watcher
     shared: SharedState  # Redis (PRODCLASS_REDIS_URL) or this process's memory
     # the catalogue index of the serving version, loaded on first use (routes/similarity.py)
@@ -108,7 +108,7 @@ class Services:
             login_throttle=LoginThrottle(
                 settings.login_max_failures, settings.login_lockout_seconds, shared
             ),
-            retrainer=Retrainer(settings.retrain_command, settings.state_dir / "retraining"),
+            retrainer=Retrainer.from_settings(settings),
             watcher=Watcher(
                 slot,
                 settings.model_uri,
@@ -131,6 +131,7 @@ class Services:
         self.prediction_log.stop()
         self.slot.close()
         self.shared.close()
+        self.retrainer.close()
 
 
 def _connect_registry(settings: Settings) -> None:

@@ -95,18 +95,44 @@ def _evidence(version: str) -> None:
         st.dataframe(table.set_index("category"), use_container_width=True)
 
 
+FOLLOW_SECONDS = 5  # how often the page reads a queued or running retraining run again
+FOLLOWED = ("queued", "running")
+
+
 def _retraining() -> None:
     st.subheader("Retraining")
     client = session.client()
     if st.button("Start a retraining run"):
         run = session.call(client.start_retraining)
         if run:
-            st.success(f"retraining run {run['id']} started")
+            st.success(f"retraining run {run['id']} asked of Dagster: {run['state']}")
     latest = session.call(client.latest_retraining)
-    if latest:
-        st.write(f"Latest run {latest['id']}: **{latest['state']}** (`{latest['command']}`)")
-        if latest["log_tail"]:
-            st.code(latest["log_tail"], language=None)
+    if latest and latest["state"] in FOLLOWED:
+        # only this part of the page is read again, until the run ends
+        st.fragment(_follow, run_every=FOLLOW_SECONDS)(latest["id"])
+    elif latest:
+        _show_run(latest)
+
+
+def _follow(run_id: str) -> None:
+    latest = session.call(session.client().latest_retraining)
+    if latest is None:
+        return
+    _show_run(latest)
+    if latest["id"] != run_id or latest["state"] not in FOLLOWED:
+        st.rerun()  # the whole page again: it stops following an ended run
+
+
+def _show_run(run: dict) -> None:
+    """A retraining run as Dagster reports it (whichever API replica started it)."""
+    st.write(
+        f"Latest run `{run['id']}` ({run['job']}, asked by {run['requested_by']}): "
+        f"**{run['state']}** (Dagster: {run['status']})"
+    )
+    if run["failure"]:
+        st.error(run["failure"])
+    if run["log_tail"]:
+        st.code(run["log_tail"], language=None)
 
 
 def render() -> None:
