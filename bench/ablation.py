@@ -15,8 +15,9 @@ Usage: .venv/bin/python bench/ablation.py [--row NAME ...] [--heavy] [--folds K]
 Each row's params are the row's overrides on top of the late-fusion defaults (the plain fusion
 of the two baselines; params.yaml holds the champion the table chose) or, for other families,
 of their params.yaml section. The folds, scores and paired differences are
-prodclass.training.cv's (the same protocol as `prodclass train`); the cost per product is training/latency.py's, measured on a model refitted
-on every label: p50 ms of one product, text only and with a new photo (empty caches).
+prodclass.training.cv's (the same protocol as `prodclass train`); the cost per product is
+training/latency.py's, measured on a model refitted on every label: p50 ms of one product,
+text only and with a new photo (empty caches).
 A row that cannot run here (e.g. a weights package not installed) is reported as such.
 """
 
