@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PRODCLASS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps test-deps install demo serve test lint format clean audit soak ablation bench-growth
+.PHONY: help system-deps test-deps install demo serve test lint format clean audit soak bench-replicas ablation bench-growth
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ bench-growth: install ## Measure how each stage's cost grows with n (about 20 mi
 
 soak: install ## Soak the API: 40 req/s for 4.5 min (10,800 predictions); latency, memory growth
 	$(BIN)/python bench/soak.py
+
+bench-replicas: install ## One API replica vs two on one database, same load (30 s each); table in docs/deployment.md
+	$(BIN)/python bench/replicas_load.py --concurrency 16 --duration 30
 
 # Every late-fusion component and the baselines, cross-validated (hours on 2 cores; --heavy adds
 # the fine-tuned rows): docs/models.md quotes the table.

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from api_server import start_api
+from api_server import server_env, start_api
 from prodclass.data.validate import validate
 from prodclass.settings import get_settings
 
@@ -121,26 +121,7 @@ def main() -> None:
         raise SystemExit(f"{len(products)} photos; this run needs {needed + offline_n}")
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         root = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PRODCLASS_")} | {
-            "PRODCLASS_MLFLOW_TRACKING_URI": settings.tracking_uri,
-            "PRODCLASS_DATA_DIR": str(settings.data_dir.resolve()),
-            "PRODCLASS_MODEL_URI": model_uri,
-            "PRODCLASS_STATE_DIR": str(root / "server-state"),  # cold per-photo caches
-            "PRODCLASS_JWT_SECRET": "bench-only-" + os.urandom(16).hex(),
-            "PRODCLASS_API_RATE_LIMIT_PER_MINUTE": "10000000",
-            "PRODCLASS_API_RATE_LIMIT_BURST": "1000000",
-            "PRODCLASS_LOG_LEVEL": "WARNING",
-            "NO_PROXY": "127.0.0.1,localhost",
-        }
-        for key in (
-            "PRODCLASS_API_PREDICT_WORKERS",
-            "PRODCLASS_API_TORCH_THREADS",
-            "PRODCLASS_API_MAX_BATCH_SIZE",
-            "PRODCLASS_API_QUEUE_LIMIT",
-            "PRODCLASS_OCR_WORKERS",
-        ):
-            if key in os.environ:
-                env[key] = os.environ[key]
+        env = server_env(model_uri, root / "server-state")  # cold per-photo caches
         # the offline measurement: this process, its own cold caches, same workers x threads
         os.environ.update({k: env[k] for k in ("PRODCLASS_MLFLOW_TRACKING_URI",)})
         os.environ["PRODCLASS_STATE_DIR"] = str(root / "offline-state")

@@ -27,8 +27,6 @@ whether every answered prediction is in the database.
 from __future__ import annotations
 
 import argparse
-import os
-import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -40,7 +38,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from api_server import start_api
+from api_server import (
+    fast_model,
+    logged_prediction_ids,
+    server_env,
+    start_api,
+    text_products,
+    wait_drained,
+)
 from prodclass.settings import get_settings
 
 USER, PASSWORD = "soak", "soak-password-1"
@@ -59,65 +64,10 @@ def _rss_mb(pid: int | None) -> float | None:
     return None
 
 
-def _products(data_dir: Path) -> list[dict[str, str]]:
-    from prodclass.data.validate import validate
-
-    rows = validate(data_dir, check_images=False).products
-    out = []
-    for _, row in rows.iterrows():
-        designation = row.get("designation", "") or ""
-        if designation:
-            out.append({"designation": designation, "description": row.get("description") or ""})
-    if not out:
-        raise SystemExit(f"no product with a title in {data_dir}")
-    return out
-
-
-def _fast_model() -> str:
-    """The newest registered tfidf-linear version that loads and answers a product."""
-    from prodclass.registry.model_registry import list_versions
-    from prodclass.registry.tracking import configure_mlflow
-    from prodclass.serving.model_slot import smoke_test
-    from prodclass.serving.predictor import Predictor
-
-    settings = get_settings()
-    configure_mlflow(settings)
-    name = settings.registered_model_name
-    for row in list_versions(name):
-        uri = f"models:/{name}/{row['version']}"
-        try:
-            predictor = Predictor.load(uri)
-            if predictor.family != "tfidf-linear":
-                continue
-            smoke_test(predictor)
-        except Exception as exc:  # noqa: BLE001 (a broken version: try an older one)
-            print(f"skipping {uri}: {type(exc).__name__}: {exc}")
-            continue
-        return uri
-    raise SystemExit(
-        f"no loadable tfidf-linear version of {name} in {settings.tracking_uri}: "
-        "train and register one, or pass --model"
-    )
-
-
 def _start_server(model_uri: str, root: Path) -> tuple[subprocess.Popen, str, str]:
-    settings = get_settings()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODCLASS_")} | {
-        "PRODCLASS_MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "PRODCLASS_DATA_DIR": str(settings.data_dir.resolve()),
-        "PRODCLASS_MODEL_URI": model_uri,
-        "PRODCLASS_STATE_DIR": str(root / "server-state"),
-        "PRODCLASS_JWT_SECRET": "soak-only-" + os.urandom(16).hex(),
-        "PRODCLASS_API_RATE_LIMIT_PER_MINUTE": "10000000",
-        "PRODCLASS_API_RATE_LIMIT_BURST": "1000000",
-        "PRODCLASS_LOG_LEVEL": "WARNING",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    for key in ("PRODCLASS_API_PREDICT_WORKERS", "PRODCLASS_API_TORCH_THREADS"):
-        if key in os.environ:
-            env[key] = os.environ[key]
+    env = server_env(model_uri, root / "server-state")
     process, url = start_api(env, root / "server.log", USER, PASSWORD)
-    return process, url, str(root / "server-state" / "prodclass.db")
+    return process, url, env["PRODCLASS_DATABASE_URL"]
 
 
 class Soak:
@@ -190,17 +140,17 @@ def main() -> None:
     parser.add_argument("--pid", type=int, default=None)
     args = parser.parse_args()
     settings = get_settings()
-    products = _products(args.data_dir or settings.data_dir)
+    products = text_products(args.data_dir or settings.data_dir)
     server = None
-    database = None
+    db_url = None
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         if args.url:
             url, pid = args.url.rstrip("/"), args.pid
             user, password = args.username, args.password
             print(f"soaking {url}")
         else:
-            model_uri = args.model or _fast_model()
-            server, url, database = _start_server(model_uri, Path(tmp))
+            model_uri = args.model or fast_model()
+            server, url, db_url = _start_server(model_uri, Path(tmp))
             pid, user, password = server.pid, USER, PASSWORD
             print(f"soaking prodclass serve (pid {pid}) on {url} with model {model_uri}")
         try:
@@ -228,8 +178,8 @@ def main() -> None:
             seconds = soak.run(args.rate, args.minutes * 60, tick)
             rss["end"] = _rss_mb(pid)
             report(soak, seconds, rss, answered_at_warmup, args)
-            if database:
-                check_log(url, database, soak.answered)
+            if db_url:
+                check_log(url, db_url, soak.answered)
         finally:
             if server is not None:
                 server.terminate()
@@ -259,17 +209,10 @@ def report(soak: Soak, seconds: float, rss: dict, answered_at_warmup: int, args)
         print(f"RSS growth       {growth * 1024:.1f} KB per 1,000 predictions after warm-up")
 
 
-def check_log(url: str, database: str, answered: int) -> None:
+def check_log(url: str, db_url: str, answered: int) -> None:
     """Wait for the prediction log to catch up; every answered prediction must be a row."""
-    deadline = time.monotonic() + 60
-    backlog = None
-    while time.monotonic() < deadline:
-        backlog = httpx.get(f"{url}/ready", timeout=10).json().get("prediction_log_backlog")
-        if backlog == 0:
-            break
-        time.sleep(0.5)
-    with sqlite3.connect(database) as conn:
-        (rows,) = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()
+    backlog = wait_drained([url])[url]
+    rows = len(logged_prediction_ids(db_url))
     verdict = "all logged" if rows == answered else f"MISMATCH (backlog {backlog})"
     print(f"prediction log   {rows} rows for {answered} answered: {verdict}")
 

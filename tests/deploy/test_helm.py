@@ -17,6 +17,7 @@ from prodclass.settings import Settings
 from tests.conftest import PROJECT_ROOT
 
 CHART = PROJECT_ROOT / "deploy/helm/prodclass"
+ADAPTER_VALUES = PROJECT_ROOT / "deploy/prometheus/adapter-values.yaml"
 HELM = shutil.which("helm") or str(Path(sys.executable).parent / "helm")
 pytestmark = pytest.mark.skipif(
     not Path(HELM).is_file(), reason="needs helm (`make .venv/bin/helm` fetches it)"
@@ -49,6 +50,13 @@ def render(**values: str) -> dict[tuple[str, str], dict]:
     return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
 
 
+def notes(**values: str) -> str:
+    """The install notes `helm install` prints, with the required values plus ``values``."""
+    done = _helm("install", "shop", "--dry-run=client", values=REQUIRED | values)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("NOTES:", 1)[1]
+
+
 def _container(objects: dict, kind: str, name: str) -> dict:
     (container,) = objects[(kind, name)]["spec"]["template"]["spec"]["containers"]
     return container
@@ -72,8 +80,9 @@ def test_the_chart_lints_strictly():
             "ingress.ui.host": "app.shop.test",
             "api.autoscaling.enabled": "false",
         },
+        {"api.autoscaling.podsMetric.enabled": "true"},
     ],
-    ids=["defaults", "mlflow-ingress-fixed-replicas"],
+    ids=["defaults", "mlflow-ingress-fixed-replicas", "pods-metric"],
 )
 def test_every_rendered_object_matches_the_kubernetes_schemas(values):
     objects = render(**values)
@@ -117,6 +126,79 @@ def test_the_api_is_probed_autoscaled_and_reads_settings_and_secrets():
     env = {item["name"]: item.get("value") for item in ui["env"]}
     assert env["PRODCLASS_API_URL"] == "http://shop-prodclass-api:8000"
     assert ("Deployment", "shop-prodclass-mlflow") not in objects  # optional, off by default
+
+
+def adapter_metric_names() -> set[str]:
+    """The metric names deploy/prometheus/adapter-values.yaml has prometheus-adapter serve."""
+    rules = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"]
+    return {rule["name"]["as"] for rule in rules}
+
+
+def _hpa_metrics(**values: str) -> list[dict]:
+    return render(**values)[("HorizontalPodAutoscaler", "shop-prodclass-api")]["spec"]["metrics"]
+
+
+CPU_70 = {
+    "type": "Resource",
+    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+}
+
+
+def test_the_hpa_scales_on_cpu_alone_unless_a_pods_metric_is_asked():
+    assert _hpa_metrics() == [CPU_70]
+    assert _hpa_metrics(**{"api.autoscaling.podsMetric.enabled": "false"}) == [CPU_70]
+
+    metrics = _hpa_metrics(**{"api.autoscaling.podsMetric.enabled": "true"})
+    assert metrics[0] == CPU_70  # CPU still counts: the HPA follows whichever asks for more
+    assert metrics[1] == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "prodclass_prediction_queue_depth"},
+            "target": {"type": "AverageValue", "averageValue": "4"},
+        },
+    }
+    custom_metrics = "/apis/custom.metrics.k8s.io/v1beta1/namespaces/default/pods/*/"
+    assert custom_metrics not in notes()
+    said = notes(**{"api.autoscaling.podsMetric.enabled": "true"})
+    assert f"{custom_metrics}prodclass_prediction_queue_depth" in said  # how to check the adapter
+
+
+@pytest.mark.parametrize("name", sorted(adapter_metric_names()))
+def test_the_hpa_reads_any_metric_the_adapter_serves_with_the_target_given(name):
+    hpa = render(
+        **{
+            "api.autoscaling.podsMetric.enabled": "true",
+            "api.autoscaling.podsMetric.name": name,
+            "api.autoscaling.podsMetric.averageValue": "500m",
+        }
+    )[("HorizontalPodAutoscaler", "shop-prodclass-api")]
+    (pods,) = [metric for metric in hpa["spec"]["metrics"] if metric["type"] == "Pods"]
+    assert pods["pods"]["metric"]["name"] == name
+    assert pods["pods"]["target"] == {"type": "AverageValue", "averageValue": "500m"}
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(hpa, version, strict=True)
+
+
+def test_the_default_pods_metric_is_one_the_adapter_serves():
+    """The chart's default name is served by the shipped adapter rules (whose series the API
+    exports: tests/deploy/test_monitoring_config.py), so enabling it needs no other value."""
+    default = yaml.safe_load((CHART / "values.yaml").read_text())["api"]["autoscaling"]
+    assert default["podsMetric"]["name"] in adapter_metric_names()
+
+
+def test_prometheus_finds_the_api_pods_by_their_annotations_on_the_api_port():
+    def annotations(**values: str) -> dict[str, str]:
+        deployment = render(**values)[("Deployment", "shop-prodclass-api")]
+        return deployment["spec"]["template"]["metadata"]["annotations"]
+
+    scrape = annotations()
+    assert scrape["prometheus.io/scrape"] == "true"
+    assert scrape["prometheus.io/path"] == "/metrics"
+    assert scrape["prometheus.io/port"] == "8000"
+    assert annotations(**{"api.port": "9000"})["prometheus.io/port"] == "9000"
+    other = annotations(**{"api.scrapeAnnotations": "false", "api.podAnnotations.team": "shop"})
+    assert not [key for key in other if key.startswith("prometheus.io/")]
+    assert other["team"] == "shop"
 
 
 def test_every_setting_the_chart_sets_is_a_real_setting():
@@ -169,11 +251,6 @@ def test_the_api_pods_share_the_photo_bucket_given_by_value():
     unset = render()[("ConfigMap", "shop-prodclass-settings")]["data"]
     assert "PRODCLASS_PHOTO_STORE_URL" not in unset  # the pod's own folder: the notes say so
     assert "PRODCLASS_S3_ENDPOINT_URL" not in unset
-
-    def notes(**values: str) -> str:
-        done = _helm("install", "shop", "--dry-run=client", values=REQUIRED | values)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.split("NOTES:", 1)[1]
 
     assert "No photo bucket" in notes()
     assert "No photo bucket" not in notes(**bucket)
@@ -266,6 +343,11 @@ def test_the_optional_mlflow_server_is_what_the_api_is_pointed_at():
         ("settings.PRODCLASS_MLFLOW_TRACKING_URI", None, "PRODCLASS_MLFLOW_TRACKING_URI"),
         (None, {"secrets.values.PRODCLASS_JWT_SECRET": "short"}, "at least 32 characters"),
         (None, {"ingress.enabled": "true"}, "ingress.api.host is required"),
+        (
+            None,
+            {"api.autoscaling.podsMetric.enabled": "true", "api.autoscaling.podsMetric.name": ""},
+            "api.autoscaling.podsMetric.name is required",
+        ),
         (
             None,
             {"redis.url": "redis://a:6379/0", "secrets.values.PRODCLASS_REDIS_URL": "redis://b"},

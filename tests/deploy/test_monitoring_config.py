@@ -63,3 +63,67 @@ def test_the_monitoring_compose_file_mounts_files_that_exist():
         "GRAFANA_ADMIN_PASSWORD:?"
         in compose["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
     )  # no default password
+
+
+def _series_query(query: str) -> tuple[str, dict[str, tuple[str, str]]]:
+    """``name{label="v",other!=""}`` → the series name and {label: (operator, value)}."""
+    match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}", query)
+    assert match, query
+    matchers = re.findall(r'([a-zA-Z_]+)\s*(=~|!~|!=|=)\s*"([^"]*)"', match[2])
+    return match[1], {label: (op, value) for label, op, value in matchers}
+
+
+def test_the_adapter_rules_read_series_a_real_scrape_of_the_api_holds(tmp_path):
+    """prometheus-adapter serves the HPA's Pods metrics (deploy/prometheus/adapter-values.yaml)
+    from series found by name and labels: each rule's series, with its label values, is in
+    what the API answers on /metrics; namespace and pod are Prometheus's to add (its pod
+    scrape job), never the API's, and are what the rule maps to the HPA's pods."""
+    import yaml
+    from fastapi.testclient import TestClient
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from prodclass.db.session import upgrade
+    from prodclass.serving.api.app import create_app
+    from prodclass.settings import Settings
+
+    settings = Settings(
+        state_dir=tmp_path / "state",
+        database_url=f"sqlite:///{tmp_path / 'app.db'}",
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        model_uri=str(tmp_path / "no-model"),  # the series exist without a model
+        model_poll_seconds=0.0,
+        monitoring_refresh_seconds=0.0,
+        jwt_secret="adapter-test-key-" + "a" * 32,
+    )
+    upgrade(settings.db_url)
+    with TestClient(create_app(settings)) as api:
+        refused = api.post("/predict", data={"designation": "lampe de chevet"})  # no token
+        assert refused.status_code == 401  # still a request of the route, counted as such
+        scraped = api.get("/metrics").text
+    samples = [
+        (sample.name, sample.labels)
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+    ]
+
+    rules = yaml.safe_load((DEPLOY / "prometheus/adapter-values.yaml").read_text())["rules"]
+    assert rules["default"] is False
+    assert len(rules["custom"]) >= 2
+    for rule in rules["custom"]:
+        name, matchers = _series_query(rule["seriesQuery"])
+        assert re.fullmatch(rule["name"]["matches"], name), rule["name"]
+        assert matchers.pop("namespace") == ("!=", "") and matchers.pop("pod") == ("!=", "")
+        assert rule["resources"]["overrides"] == {
+            "namespace": {"resource": "namespace"},
+            "pod": {"resource": "pod"},
+        }
+        wanted = {label: value for label, (op, value) in matchers.items() if op == "="}
+        assert wanted.keys() == matchers.keys(), matchers  # equality filters only
+        found = [labels for sample, labels in samples if sample == name]
+        assert found, f"{name} is not on the API's /metrics"
+        assert any(wanted.items() <= labels.items() for labels in found), (wanted, found)
+        query = rule["metricsQuery"]
+        for placeholder in ("<<.Series>>", "<<.LabelMatchers>>", "by (<<.GroupBy>>)"):
+            assert placeholder in query, (placeholder, query)
+        for label, value in wanted.items():  # the query keeps the filter the series were found by
+            assert f'{label}="{value}"' in query, query
