@@ -54,9 +54,11 @@ def prepared(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def params_file(tmp_path: Path) -> Path:
     """A copy of the project's params.yaml with one more family block, tfidf-linear on words."""
     text = (PROJECT_ROOT / "params.yaml").read_text()
-    if "\n  text-lstm:" not in text:
-        assert "\npromotion:" in text
-        text = text.replace("\npromotion:", "\n" + OTHER_BLOCK.rstrip("\n") + "\npromotion:", 1)
+    assert "\n  text-lstm:" not in text and "\npromotion:" in text
+    text = text.replace("\npromotion:", "\n" + OTHER_BLOCK.rstrip("\n") + "\npromotion:", 1)
+    # a quoted "off" in another family (YAML 1.1 reads a bare off as false): kept as it is
+    assert "\n    ocr: photo_only\n" in text
+    text = text.replace("\n    ocr: photo_only\n", '\n    ocr: "off"\n', 1)
     block = f"\n  {FAMILY}:\n"
     assert block in text
     text = text.replace(block, block + FAST, 1)
