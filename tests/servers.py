@@ -300,13 +300,20 @@ class RedisSpace:
             return sorted(key.decode() for key in client.scan_iter(f"{self.prefix}:*"))
 
 
-@pytest.fixture
-def redis_space(redis_server: str) -> Iterator[RedisSpace]:
-    space = RedisSpace(redis_server, f"prodclass-test-{uuid.uuid4().hex[:12]}")
+@contextmanager
+def new_redis_space(url: str) -> Iterator[RedisSpace]:
+    """A key prefix of its own on the server at ``url``; its keys deleted at the end."""
+    space = RedisSpace(url, f"prodclass-test-{uuid.uuid4().hex[:12]}")
     yield space
     with space.client() as client:
         if keys := list(client.scan_iter(f"{space.prefix}:*")):
             client.delete(*keys)
+
+
+@pytest.fixture
+def redis_space(redis_server: str) -> Iterator[RedisSpace]:
+    with new_redis_space(redis_server) as space:
+        yield space
 
 
 def wait_for(condition, what: str, timeout: float = 60.0, every: float = 0.2, detail=None):
@@ -439,6 +446,11 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
     """An empty bucket of its own for the test, and the AWS variables that reach it."""
     for name, value in DUMMY_AWS.items():
         monkeypatch.setenv(name, value)
-    bucket = S3Bucket(s3_server, f"prodclass-test-{uuid.uuid4().hex[:12]}")
+    return new_bucket(s3_server)
+
+
+def new_bucket(endpoint: str) -> S3Bucket:
+    """An empty bucket with a unique name on the S3 server at ``endpoint``."""
+    bucket = S3Bucket(endpoint, f"prodclass-test-{uuid.uuid4().hex[:12]}")
     bucket.client().create_bucket(Bucket=bucket.name)
     return bucket

@@ -5,7 +5,6 @@ both count towards one lock. No model is needed for any of it: the servers run w
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +14,10 @@ import pytest
 
 from prodclass.db.session import session_scope, upgrade
 from prodclass.db.users import create_user
-from tests.servers import RedisSpace, free_port, start_process, stop_process, wait_until_up
-from tests.serving.conftest import PRODCLASS, SERVER_JWT_SECRET, ServerProcess
+from tests.servers import RedisSpace
+from tests.serving.conftest import PRODCLASS
+from tests.serving.replicas import PASSWORD, bearer, me, replica_env, running_replicas, sign_in
 
-PASSWORD = "replica-password-1"
 USERS = {
     "admin": "admin",
     "alice": "client",
@@ -29,77 +28,29 @@ USERS = {
 }
 PER_MINUTE, BURST = 24, 4  # 4 requests at once, then one per 2.5 s: a window of 10 s
 MAX_FAILURES, LOCKOUT = 3, 30
+LIMITS = {
+    "api_rate_limit_per_minute": str(PER_MINUTE),
+    "api_rate_limit_burst": str(BURST),
+    "login_max_failures": str(MAX_FAILURES),
+    "login_lockout_seconds": str(LOCKOUT),
+}
 
 
 def shared_db(folder: Path) -> str:
     return f"sqlite:///{folder / 'shared.db'}"
 
 
-def replica_env(name: str, folder: Path, db_url: str, space: RedisSpace) -> dict[str, str]:
-    """Settings of one replica: its own state folder, the shared database and Redis, and no
-    model (the routes used here need none, so there is nothing to wait for)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PRODCLASS_")} | {
-        "PRODCLASS_STATE_DIR": str(folder / name),
-        "PRODCLASS_DATABASE_URL": db_url,
-        "PRODCLASS_REDIS_URL": space.url,
-        "PRODCLASS_REDIS_PREFIX": space.prefix,
-        "PRODCLASS_JWT_SECRET": SERVER_JWT_SECRET,
-        "PRODCLASS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",  # no registry
-        "PRODCLASS_MODEL_URI": str(folder / "no-model"),
-        "PRODCLASS_MODEL_POLL_SECONDS": "0",
-        "PRODCLASS_MONITORING_REFRESH_SECONDS": "0",
-        "PRODCLASS_API_PREDICT_WORKERS": "1",
-        "PRODCLASS_API_RATE_LIMIT_PER_MINUTE": str(PER_MINUTE),
-        "PRODCLASS_API_RATE_LIMIT_BURST": str(BURST),
-        "PRODCLASS_LOGIN_MAX_FAILURES": str(MAX_FAILURES),
-        "PRODCLASS_LOGIN_LOCKOUT_SECONDS": str(LOCKOUT),
-        "PRODCLASS_LOG_LEVEL": "WARNING",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-
-
-def start_replica(name: str, folder: Path, db_url: str, space: RedisSpace) -> ServerProcess:
-    env = replica_env(name, folder, db_url, space)
-    port, log = free_port(), folder / f"{name}.log"
-    command = [*PRODCLASS, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return ServerProcess(start_process(command, log, env=env), f"http://127.0.0.1:{port}", log)
-
-
 @pytest.fixture
 def replicas(tmp_path: Path, redis_space: RedisSpace) -> Iterator[tuple[str, str]]:
-    """Replicas A and B (started side by side) on a database holding USERS, up; stopped at
-    the end."""
+    """Replicas A and B (started side by side, no model: the routes used here need none) on a
+    database holding USERS, up; stopped at the end."""
     db_url = shared_db(tmp_path)
     upgrade(db_url)
     with session_scope(db_url) as session:
         for username, role in USERS.items():
             create_user(session, username, PASSWORD, role)
-    started: list[ServerProcess] = []
-    try:
-        for name in "ab":
-            started.append(start_replica(name, tmp_path, db_url, redis_space))
-        for name, server in zip("ab", started):
-            health = f"{server.url}/health"
-            up = lambda health=health: httpx.get(health, timeout=2).status_code == 200  # noqa: E731
-            wait_until_up(server.process, server.log, up, f"replica {name}")
-        yield started[0].url, started[1].url
-    finally:
-        for server in started:
-            stop_process(server.process)
-
-
-def sign_in(url: str, username: str, password: str = PASSWORD) -> httpx.Response:
-    return httpx.post(f"{url}/token", data={"username": username, "password": password})
-
-
-def bearer(url: str, username: str) -> dict[str, str]:
-    answer = sign_in(url, username)
-    assert answer.status_code == 200, answer.text
-    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-
-def me(url: str, headers: dict[str, str]) -> httpx.Response:
-    return httpx.get(f"{url}/users/me", headers=headers)
+    with running_replicas("ab", tmp_path, db_url, redis_space, **LIMITS) as (a, b):
+        yield a.url, b.url
 
 
 def test_two_replicas_act_as_one(replicas, redis_space, tmp_path):
@@ -145,7 +96,8 @@ def test_two_replicas_act_as_one(replicas, redis_space, tmp_path):
     done = subprocess.run(
         [*PRODCLASS, "users", "password", "eve", "--password-stdin"],
         input="eve-new-password-1\n",
-        env=replica_env("cli", tmp_path, shared_db(tmp_path), redis_space),  # same settings
+        # the same settings as the replicas
+        env=replica_env("cli", tmp_path, shared_db(tmp_path), redis_space, **LIMITS),
         capture_output=True,
         text=True,
         timeout=120,

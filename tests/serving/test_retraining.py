@@ -32,6 +32,7 @@ from prodclass.pipelines.launcher import PID_TAG
 from prodclass.serving.api.app import create_app
 from prodclass.settings import Settings, get_settings
 from tests.servers import free_port, start_process, stop_process, wait_for, wait_until_up
+from tests.serving.pipeline_project import dvc_project
 
 pytestmark = pytest.mark.slow
 PASSWORD = "admin-secret-1"
@@ -45,23 +46,12 @@ class Replicas:
     settings: Settings
 
 
-def _project(folder: Path, commands: dict[str, str]) -> Path:
-    """A DVC project with the lifecycle's stages, each a cheap command (``echo`` by default)."""
-    folder.mkdir()
-    lines = ["stages:"] + [
-        f"  {stage}:\n    cmd: {commands.get(stage, f'echo {stage}')!r}" for stage in STAGES
-    ]
-    (folder / "dvc.yaml").write_text("\n".join(lines) + "\n")
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=folder, check=True)
-    return folder
-
-
 @pytest.fixture
 def replicas(request, tmp_path: Path) -> Iterator[Replicas]:
     """Two apps over one database and one Dagster home. ``request.param``: commands of some
     stages (``stages``), the instance's ``dagster.yaml`` (none: the one-machine default)."""
     param = getattr(request, "param", {})
-    project = _project(tmp_path / "project", param.get("stages", {}))
+    project = dvc_project(tmp_path / "project", param.get("stages", {}))
     if "dagster_yaml" in param:
         (tmp_path / "dagster").mkdir()
         (tmp_path / "dagster" / "dagster.yaml").write_text(param["dagster_yaml"])
