@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,7 +18,16 @@ from prodclass.params import ParamsError, SplitSection
 from prodclass.registry.model_registry import RegistryError
 from prodclass.settings import Settings, get_settings
 
-console = Console(stderr=True, soft_wrap=True)  # error sentences stay on one line
+console = Console(stderr=True, soft_wrap=True)
+
+# Options several commands take, spelt once.
+DataOption = Annotated[
+    Path | None, typer.Option(help="Raw challenge folder (prepared on the fly).")
+]
+PreparedOption = Annotated[Path | None, typer.Option(help="Prepared folder from `data prepare`.")]
+ParamsOption = Annotated[
+    Path | None, typer.Option(help="params.yaml (default: PRODCLASS_PARAMS_FILE).")
+]  # error sentences stay on one line
 
 # Errors a user can fix: shown as one sentence, exit code 1, no traceback.
 USER_ERRORS = (

@@ -16,6 +16,9 @@ from prodclass.cli import pipeline as pipeline_cli
 from prodclass.cli import service as service_cli
 from prodclass.cli import tune as tune_cli
 from prodclass.cli.common import (
+    DataOption,
+    ParamsOption,
+    PreparedOption,
     console,
     data_dir_or_default,
     prepared_folder,
@@ -53,18 +56,12 @@ def _configure() -> None:
 
 @app.command()
 def train(
-    data: Annotated[
-        Path | None, typer.Option(help="Raw challenge folder (prepared on the fly).")
-    ] = None,
-    prepared: Annotated[
-        Path | None, typer.Option(help="Prepared folder from `data prepare`.")
-    ] = None,
+    data: DataOption = None,
+    prepared: PreparedOption = None,
     model_family: Annotated[
         str | None, typer.Option(help="Model family (default from params).")
     ] = None,
-    params: Annotated[
-        Path | None, typer.Option(help="params.yaml (default: PRODCLASS_PARAMS_FILE).")
-    ] = None,
+    params: ParamsOption = None,
     out: Annotated[Path, typer.Option(help="Where to save the trained model folder.")] = Path(
         "models/candidate"
     ),

@@ -7,13 +7,20 @@ is a child MLflow run of one `tune-<family>` run; the best values are merged int
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from prodclass.cli.common import console, prepared_folder, settings, user_errors
+from prodclass.cli.common import (
+    DataOption,
+    ParamsOption,
+    PreparedOption,
+    console,
+    prepared_folder,
+    settings,
+    user_errors,
+)
 
 
 def tune(
@@ -21,15 +28,9 @@ def tune(
     model_family: Annotated[
         str | None, typer.Option(help="Model family to tune (default from params).")
     ] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Raw challenge folder (prepared on the fly).")
-    ] = None,
-    prepared: Annotated[
-        Path | None, typer.Option(help="Prepared folder from `data prepare`.")
-    ] = None,
-    params: Annotated[
-        Path | None, typer.Option(help="params.yaml (default: PRODCLASS_PARAMS_FILE).")
-    ] = None,
+    data: DataOption = None,
+    prepared: PreparedOption = None,
+    params: ParamsOption = None,
     folds: Annotated[
         int,
         typer.Option(
