@@ -1,12 +1,16 @@
 """`prodclass pipeline ui` as a real process: Dagster's web UI answers GraphQL on the port the
 settings give, lists the jobs, schedule and sensor of the code location's Definitions, works on
 the Dagster instance of PRODCLASS_DAGSTER_HOME (runs launched the way the API launches them),
-and a SIGTERM stops it together with the code server it started."""
+and a SIGTERM stops it together with the code server it started; `--read-only` takes away
+launching runs."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -35,6 +39,7 @@ QUERY = """
     }
   }
   instance { runLauncher { name } }
+  permissions { permission value }
 }
 """
 
@@ -70,21 +75,25 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def test_the_ui_lists_the_code_locations_jobs_schedule_and_sensor(tmp_path):
-    home = tmp_path / "dagster-home"
+@contextmanager
+def running_ui(folder: Path, *options: str) -> Iterator[tuple[subprocess.Popen, dict, Path]]:
+    """`prodclass pipeline ui` on a free port given by the settings, on an instance folder of
+    its own; yields the process, its first GraphQL answer with the code location loaded, and
+    its log; the process group is stopped at the end of the block."""
+    home = folder / "dagster-home"
     home.mkdir()
     # a dagster.yaml naming no run launcher: runs start as the API's do (LocalProcessRunLauncher)
     (home / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRODCLASS_")} | {
-        "PRODCLASS_STATE_DIR": str(tmp_path / "state"),
+        "PRODCLASS_STATE_DIR": str(folder / "state"),
         "PRODCLASS_DAGSTER_HOME": str(home),
         "PRODCLASS_DAGSTER_UI_HOST": "127.0.0.1",
         "PRODCLASS_DAGSTER_UI_PORT": str(port),
         "NO_PROXY": "127.0.0.1,localhost",
     }
-    log = tmp_path / "ui.log"
-    process = start_process([*PRODCLASS, "pipeline", "ui"], log, env=env, cwd=tmp_path)
+    log = folder / "ui.log"
+    process = start_process([*PRODCLASS, "pipeline", "ui", *options], log, env=env, cwd=folder)
     url = f"http://127.0.0.1:{port}"
     try:
         data = wait_for(
@@ -94,6 +103,18 @@ def test_the_ui_lists_the_code_locations_jobs_schedule_and_sensor(tmp_path):
             every=1.0,
             detail=lambda: tail(log),
         )
+        yield process, data, log
+    finally:
+        stop_process(process)
+
+
+def _may_launch(data: dict) -> bool:
+    (launch,) = [p for p in data["permissions"] if p["permission"] == "launch_pipeline_execution"]
+    return launch["value"]
+
+
+def test_the_ui_lists_the_code_locations_jobs_schedule_and_sensor(tmp_path):
+    with running_ui(tmp_path) as (process, data, log):
         (repository,) = data["repositoriesOrError"]["nodes"]
         assert repository["location"]["name"] == CODE_LOCATION
         served_jobs = {job["name"] for job in repository["jobs"]}
@@ -104,7 +125,9 @@ def test_the_ui_lists_the_code_locations_jobs_schedule_and_sensor(tmp_path):
         assert {s["name"] for s in repository["schedules"]} == {s.name for s in defs.schedules}
         assert {s["name"] for s in repository["sensors"]} == {s.name for s in defs.sensors}
         assert data["instance"]["runLauncher"]["name"] == "LocalProcessRunLauncher"
-        assert (home / "history" / "runs.db").is_file()  # the instance of PRODCLASS_DAGSTER_HOME
+        # the instance of PRODCLASS_DAGSTER_HOME
+        assert (tmp_path / "dagster-home" / "history" / "runs.db").is_file()
+        assert _may_launch(data)
 
         # SIGTERM to the UI alone (a supervisor's stop): it exits cleanly and shuts its code
         # server down, rather than leaving it until the code server misses its heartbeats
@@ -112,5 +135,9 @@ def test_the_ui_lists_the_code_locations_jobs_schedule_and_sensor(tmp_path):
         assert process.wait(60) == 0, tail(log)
         wait_for(lambda: not _group_alive(process.pid), "the code server to stop", timeout=90)
         assert "No heartbeat received" not in log.read_text(errors="replace"), tail(log)
-    finally:
-        stop_process(process)
+
+
+def test_a_read_only_ui_may_not_launch_runs(tmp_path):
+    with running_ui(tmp_path, "--read-only") as (_, data, _):
+        assert data["repositoriesOrError"]["nodes"]
+        assert not _may_launch(data)
