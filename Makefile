@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PRODCLASS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps test-deps install demo serve test lint format clean audit soak bench-replicas ablation bench-growth
+.PHONY: help system-deps test-deps install demo serve dagster test lint format clean audit soak bench-replicas ablation bench-growth
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ demo: install ## Run the main job on the sample data (ingest → … → registe
 serve: install ## Run the prediction API on PRODCLASS_API_HOST:PORT (migrates its database first)
 	$(BIN)/prodclass db upgrade
 	$(BIN)/prodclass serve
+
+dagster: install ## Dagster's web UI for the pipeline (jobs, runs, schedule, sensor) on PRODCLASS_DAGSTER_UI_HOST:PORT
+	$(BIN)/prodclass pipeline ui
 
 test: install test-deps $(BIN)/helm ## Lint and run the test suite
 	$(BIN)/ruff check src tests bench

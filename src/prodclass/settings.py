@@ -216,6 +216,10 @@ class Settings(BaseSettings):
         "dagster.yaml; every API replica and the Dagster daemon name the same instance); "
         "unset: state_dir/dagster.",
     )
+    dagster_ui_host: str = Field(
+        default="127.0.0.1", description="Interface `prodclass pipeline ui` (Dagster's UI) binds."
+    )
+    dagster_ui_port: int = Field(default=3000, ge=1, le=65535)
     api_url: str | None = Field(
         default=None,
         description="Where the web app finds the API (Streamlit secrets may override it); "

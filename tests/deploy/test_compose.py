@@ -47,6 +47,7 @@ def test_the_stack_is_valid_and_every_service_has_a_healthcheck(tmp_path):
         "api",
         "ui",
         "dagster",
+        "dagster-ui",
         "prometheus",
         "grafana",
     }
@@ -103,6 +104,7 @@ def test_the_dockerfile_has_the_targets_compose_builds_and_runs_as_non_root():
 LISTEN = {
     "api": ("env", "PRODCLASS_API_HOST", "PRODCLASS_API_PORT"),
     "ui": ("env", "PRODCLASS_UI_HOST", "PRODCLASS_UI_PORT"),
+    "dagster-ui": ("env", "PRODCLASS_DAGSTER_UI_HOST", "PRODCLASS_DAGSTER_UI_PORT"),
     "mlflow": ("command", "--host", "--port"),
 }
 IMAGE_PORTS = {
@@ -155,7 +157,15 @@ def test_every_service_others_call_listens_where_they_call_it(tmp_path):
         for published in service.get("ports", []):
             host, ports = listening(name, service)
             assert not LOOPBACK.match(host), f"{name}: published {published} reaches nothing"
-            assert published["target"] in ports, (name, published, ports)
+            assert _target(published) in ports, (name, published, ports)
+
+
+def _target(published: dict | str) -> int:
+    """The container port of a published port: long form, or the short form docker-compose
+    renders when a host address is given ("127.0.0.1:3070:3000/tcp")."""
+    if isinstance(published, dict):
+        return int(published["target"])
+    return int(published.split("/")[0].rsplit(":", 1)[1])
 
 
 CALL = re.compile(r"(?:://|@)([a-z][a-z0-9-]*):(\d+)")
@@ -176,15 +186,17 @@ def test_healthchecks_call_the_address_other_services_use(tmp_path):
 
 def test_api_replicas_and_the_daemon_share_one_dagster_instance_in_postgres(tmp_path):
     """Retraining runs asked of any api container are queued in one Dagster run storage
-    (PostgreSQL's `dagster` database) that the daemon empties and every replica reads."""
+    (PostgreSQL's `dagster` database) that the daemon empties and every replica reads; the
+    Dagster UI shows that same instance."""
     done = _config(tmp_path, SECRETS)
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
-    api, daemon = services["api"], services["dagster"]
+    api, daemon, ui = services["api"], services["dagster"], services["dagster-ui"]
     home = api["environment"]["PRODCLASS_DAGSTER_HOME"]
     assert daemon["environment"]["DAGSTER_HOME"] == home
+    assert ui["environment"]["PRODCLASS_DAGSTER_HOME"] == home
     assert api["environment"]["PRODCLASS_PIPELINE_DIR"] == "/app/work"  # the daemon's work tree
-    for service in (api, daemon):
+    for service in (api, daemon, ui):
         url = service["environment"]["DAGSTER_PG_URL"]
         assert url == f"postgresql://prodclass:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/dagster"
         assert f"{home}/dagster.yaml" in _mounts(service)

@@ -1,4 +1,5 @@
-"""`prodclass pipeline run`: the main job, end to end."""
+"""`prodclass pipeline run`: the main job, end to end; `prodclass pipeline ui`: Dagster's web UI
+of the pipeline's code location."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.panel import Panel
 
-from prodclass.cli.common import console
+from prodclass.cli.common import console, settings
 
-app = typer.Typer(help="Run the whole pipeline (DVC stages, cached).")
+app = typer.Typer(help="Run the whole pipeline (DVC stages, cached), or serve Dagster's UI.")
 
 
 @app.command()
@@ -45,3 +46,21 @@ def run(
             title="prodclass pipeline done",
         )
     )
+
+
+@app.command()
+def ui(
+    host: Annotated[str | None, typer.Option(help="Default: PRODCLASS_DAGSTER_UI_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: PRODCLASS_DAGSTER_UI_PORT.")] = None,
+    read_only: Annotated[
+        bool, typer.Option(help="No launching runs, no switching the schedule or sensor.")
+    ] = False,
+) -> None:
+    """Serve Dagster's web UI for the pipeline (assets, jobs, runs, schedule, sensor) on the
+    Dagster instance of PRODCLASS_DAGSTER_HOME, the one the API and the daemon use."""
+    from prodclass.pipelines.webserver import serve_ui
+
+    config = settings()
+    host, port = host or config.dagster_ui_host, port or config.dagster_ui_port
+    console.print(f"Dagster UI on http://{host}:{port} (instance: {config.dagster_folder})")
+    serve_ui(config.dagster_folder, host, port, read_only=read_only)
