@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +12,7 @@ import yaml
 from rich.table import Table
 
 from prodclass.cli.common import console, prepared_folder, settings, user_errors
+from prodclass.timing import stopwatch
 
 app = typer.Typer(help="Experiments: cross-validated comparisons of model families.")
 
@@ -86,11 +86,10 @@ def cv(
         if limit is not None:
             products = stratified_subset(products, limit, seed)
         configure_mlflow(settings())
-        start = time.perf_counter()
-        reports = run_experiment(products, candidate, references, folds, seed, out)
-        elapsed = time.perf_counter() - start
+        with stopwatch() as took:
+            reports = run_experiment(products, candidate, references, folds, seed, out)
     console.print(score_table(reports, folds))
-    console.print(f"{len(products)} products, {folds} folds, {elapsed:.0f} s")
+    console.print(f"{len(products)} products, {folds} folds, {took.seconds:.0f} s")
 
 
 def reference_candidate(value: str, params: dict[str, Any]):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +52,7 @@ from prodclass.models.torch_loop import (
     seed_everything,
 )
 from prodclass.settings import get_settings
+from prodclass.timing import stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -343,26 +343,25 @@ class ClipStyleClassifier(ProductClassifier):
         torch.set_num_threads(p.threads)
         self.classes_ = np.asarray(sorted(int(c) for c in train["label"].unique()), np.int64)
         self.towers = self._build_towers()
-        start = time.perf_counter()
-        align_frame = self._alignment_frame(train)
-        align_enc = self._encode(align_frame)
-        val_enc = self._encode(val) if val is not None and not val.empty else None
-        features_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        facts: dict[str, Any] = self.align(align_enc, val_enc)
+        with stopwatch() as features_time:
+            align_frame = self._alignment_frame(train)
+            align_enc = self._encode(align_frame)
+            val_enc = self._encode(val) if val is not None and not val.empty else None
+        with stopwatch() as align_time:
+            facts: dict[str, Any] = self.align(align_enc, val_enc)
         facts |= {
             "n_train_rows": len(train),
             "n_unlabelled_pairs": int((self._pairs(align_enc) >= len(train)).sum()),
-            "features_seconds": round(features_seconds, 2),
-            "align_seconds": round(time.perf_counter() - start, 2),
+            "features_seconds": round(features_time.seconds, 2),
+            "align_seconds": round(align_time.seconds, 2),
         }
         train_enc = self._subset(align_enc, np.arange(len(train)))
-        start = time.perf_counter()
-        if p.stage2 == "linear_probe":
-            facts |= self._fit_probe(train, train_enc, val, val_enc)
-        elif p.stage2 == "finetune":
-            facts |= self._fit_finetune(train, train_enc, val, val_enc)
-        facts["stage2_seconds"] = round(time.perf_counter() - start, 2)
+        with stopwatch() as stage2_time:
+            if p.stage2 == "linear_probe":
+                facts |= self._fit_probe(train, train_enc, val, val_enc)
+            elif p.stage2 == "finetune":
+                facts |= self._fit_finetune(train, train_enc, val, val_enc)
+        facts["stage2_seconds"] = round(stage2_time.seconds, 2)
         return facts
 
     def _targets(self, frame: pd.DataFrame) -> np.ndarray:

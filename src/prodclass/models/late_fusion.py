@@ -21,7 +21,6 @@ words read on the photo + photo).
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +54,7 @@ from prodclass.models.tfidf_linear import (
     product_titles,
 )
 from prodclass.settings import get_settings
+from prodclass.timing import stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -300,14 +300,15 @@ class LateFusionClassifier(ProductClassifier):
         """Fit on ``train`` (``val`` is not needed: the inner K-fold calibrates and fuses)."""
         p = self.params
         torch.set_num_threads(p.threads)
-        start = time.perf_counter()
-        facts = self._fit_once(train)
-        if p.pseudo_labels:
-            extra = self._pseudo_labelled()
-            facts["n_pseudo_labels"] = len(extra)
-            if len(extra):
-                facts = self._fit_once(pd.concat([train, extra])) | {"n_pseudo_labels": len(extra)}
-        facts["fit_seconds"] = round(time.perf_counter() - start, 2)
+        with stopwatch() as fit_time:
+            facts = self._fit_once(train)
+            if p.pseudo_labels:
+                extra = self._pseudo_labelled()
+                facts["n_pseudo_labels"] = len(extra)
+                if len(extra):
+                    more = self._fit_once(pd.concat([train, extra]))
+                    facts = more | {"n_pseudo_labels": len(extra)}
+        facts["fit_seconds"] = round(fit_time.seconds, 2)
         return facts
 
     def _pseudo_labelled(self) -> pd.DataFrame:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -31,6 +30,7 @@ import pandas as pd
 from prodclass.data.split import hash_folds, held_out_mask, product_keys
 from prodclass.models.base import ProductClassifier
 from prodclass.models.registry import create, family_class
+from prodclass.timing import stopwatch
 from prodclass.training.metrics import (
     calibration_error,
     classification_metrics,
@@ -189,12 +189,10 @@ def cross_validate(
             inner = inner_validation_mask(train, seed)
             train, val = train[~inner], train[inner]
         model = create(family, params)
-        start = time.perf_counter()
-        fit_facts = model.fit(train, val)
-        fit_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        fold_probabilities = _aligned(model.predict_proba(test), model.classes_, classes)
-        predict_seconds = time.perf_counter() - start
+        with stopwatch() as fit_time:
+            fit_facts = model.fit(train, val)
+        with stopwatch() as predict_time:
+            fold_probabilities = _aligned(model.predict_proba(test), model.classes_, classes)
         probabilities[held] = fold_probabilities
         temperature = getattr(model, "temperature", None)
         if temperature is not None:
@@ -209,14 +207,14 @@ def cross_validate(
             n_train=len(train),
             n_inner_val=0 if val is None else len(val),
             n_predicted=int(held.sum()),
-            fit_seconds=round(fit_seconds, 3),
-            predict_seconds=round(predict_seconds, 3),
+            fit_seconds=round(fit_time.seconds, 3),
+            predict_seconds=round(predict_time.seconds, 3),
             best_epoch=int(best) if best is not None else None,
             scores=_fold_scores(labels[held], classes[fold_probabilities.argmax(axis=1)], test),
         )
         log.info(
             "fold %d/%d: %d products, weighted F1 %.4f, %.1f s",
-            fold + 1, folds, held.sum(), fold_facts.scores["weighted_f1"], fit_seconds,
+            fold + 1, folds, held.sum(), fold_facts.scores["weighted_f1"], fit_time.seconds,
         )  # fmt: skip
         facts.append(fold_facts)
         if on_fold is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from prodclass.models.base import ProductClassifier
+from prodclass.timing import stopwatch
 from prodclass.training.metrics import (
     calibration_error,
     classification_metrics,
@@ -48,9 +48,8 @@ def evaluate_model(
 
     One ``predict_proba`` pass gives both the predictions and the calibration figures.
     """
-    start = time.perf_counter()
-    probabilities = model.predict_proba(products)
-    elapsed = time.perf_counter() - start
+    with stopwatch() as predict_time:
+        probabilities = model.predict_proba(products)
     scores = Scores(products["label"].astype(int).to_numpy(), probabilities, model.classes_)
     y_true, predicted = scores.labels, scores.predicted
     report = classification_metrics(y_true, predicted)
@@ -63,7 +62,7 @@ def evaluate_model(
         for m in MODALITIES
         if (mask := (products["modality"] == m).to_numpy()).any()
     }
-    report["seconds_per_product"] = round(elapsed / max(len(products), 1), 6)
+    report["seconds_per_product"] = round(predict_time.seconds / max(len(products), 1), 6)
     if latency and len(products):
         from prodclass.training.latency import measure_latency
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from prodclass.monitoring.profile import REFERENCE_DIR, build_reference
 from prodclass.registry.model_registry import log_model
 from prodclass.registry.tracking import configure_mlflow
 from prodclass.settings import Settings
+from prodclass.timing import stopwatch
 from prodclass.training.cv import (
     CVResult,
     cross_validate,
@@ -122,9 +122,9 @@ def train_model(
         model = create(family, params)
         val = products[inner_validation_mask(products, seed)] if trains_in_epochs(family) else None
         log.info("refitting %s on all %d products (%s)", family, len(products), params)
-        start = time.perf_counter()
-        facts = model.fit(products, val)
-        mlflow.log_metric("train_seconds", time.perf_counter() - start)
+        with stopwatch() as fit_time:
+            facts = model.fit(products, val)
+        mlflow.log_metric("train_seconds", fit_time.seconds)
         if result.temperature is not None:  # the refit's own would be fitted on seen rows
             model.temperature = facts["temperature"] = result.temperature
         mlflow.log_metrics({k: float(v) for k, v in facts.items() if isinstance(v, int | float)})
