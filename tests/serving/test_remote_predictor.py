@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -30,9 +33,11 @@ from pydantic import SecretStr
 from prodclass.registry.model_registry import model_folder
 from prodclass.serving.api.app import create_app
 from prodclass.serving.predictor import Predictor, ProductInput
+from prodclass.settings import get_settings
 from tests.conftest import PROJECT_ROOT
 from tests.servers import free_port, start_process, stop_process, wait_until_up
-from tests.serving.conftest import login, wait_ready
+from tests.serving.conftest import login, server_processes, wait_ready
+from tests.serving.test_ui_apptest import _page, _text
 
 KEY = "endpoint-key-" + "k" * 24
 PROBE = "Produit de test"  # the designation of the API's readiness probe (remote_predictor.py)
@@ -340,6 +345,57 @@ def test_a_slow_endpoint_is_a_504_with_the_reason(served, front):
             front.stall = 0.0
         assert answer.status_code == 504
         assert "did not answer within 1 s" in answer.json()["detail"]
+
+
+def test_prodclass_serve_and_the_web_app_on_top_of_the_endpoint(
+    served, front, tmp_path, sample_products, local_predictor, monkeypatch
+):
+    """A real `prodclass serve` configured by its environment, and the web app's classify and
+    batch pages on it, unchanged."""
+    before = len(front.predictions_seen())
+    with server_processes(served, tmp_path) as start:
+        api = start(PRODCLASS_SCORING_URL=front.url, PRODCLASS_SCORING_KEY=KEY).url
+        ready = httpx.get(f"{api}/ready").json()
+        assert ready["model_source"] == "endpoint"
+        assert ready["model_version"] == served.multimodal_version
+        monkeypatch.setenv("PRODCLASS_API_URL", api)
+        get_settings.cache_clear()
+        try:
+            fields, photo = sample_products.both[0]
+            at = _page("classify", api, "client")
+            at.text_input(key="classify-designation").input(fields["designation"])
+            at.file_uploader(key="classify-photo").upload("photo.jpg", photo, "image/jpeg")
+            at.run()
+            at.button[0].click().run()
+            (want,) = local_predictor.predict([ProductInput(fields["designation"], image=photo)])
+            assert at.subheader[0].value.startswith(str(want.prdtypecode))
+            assert f"version {served.multimodal_version}" in _text(at)
+
+            rows, photos = {}, io.BytesIO()
+            with zipfile.ZipFile(photos, "w") as archive:
+                for fields, photo in sample_products.both[10:13]:
+                    name = f"image_{fields['imageid']}_product_{fields['product_id']}.jpg"
+                    archive.writestr(name, photo)
+                    rows[fields["product_identifier"]] = {
+                        "designation": fields["designation"],
+                        "description": "",
+                        "productid": fields["product_id"],
+                        "imageid": fields["imageid"],
+                    }
+            csv = pd.DataFrame.from_dict(rows, orient="index").to_csv().encode()
+            at = _page("batch", api, "client")
+            at.file_uploader(key="batch-csv").upload("X_test.csv", csv, "text/csv")
+            at.file_uploader(key="batch-photos").upload(
+                "p.zip", photos.getvalue(), "application/zip"
+            )
+            at.run()
+            at.button[0].click().run()
+            table = at.dataframe[0].value
+            assert list(table.index) == list(rows)
+            assert list(table["inputs"]) == ["text+image"] * 3
+        finally:
+            get_settings.cache_clear()
+    assert 200 in front.predictions_seen()[before:]
 
 
 def test_the_endpoint_stopped_is_a_502_and_not_ready(
