@@ -30,7 +30,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from prodclass.registry.model_registry import model_folder
+from prodclass.registry.model_registry import model_folder, resolve_version
 from prodclass.serving.api.app import create_app
 from prodclass.serving.predictor import Predictor, ProductInput
 from prodclass.settings import get_settings
@@ -292,13 +292,17 @@ def test_bad_products_are_refused_here_and_never_sent(remote, front):
     assert len(front.predictions_seen()) == before
 
 
-def test_features_that_need_the_model_here_say_so(remote):
+def test_features_that_need_the_model_here_say_so(remote, served):
     headers = login(remote, "admin")
     similar = remote.get("/products/similar", params={"designation": "lampe"}, headers=headers)
     assert similar.status_code == 409
     assert "scoring endpoint" in similar.json()["detail"]
     load = remote.post("/models/1/load", headers=headers)
     assert load.status_code == 409 and "deploy the version" in load.json()["detail"]
+    name = served.settings.registered_model_name
+    promote = remote.post(f"/models/{served.text_version}/promote", headers=headers)
+    assert promote.status_code == 409 and "scoring endpoint" in promote.json()["detail"]
+    assert resolve_version(f"models:/{name}@champion") == served.multimodal_version  # unmoved
 
 
 def test_a_5xx_is_retried_and_the_prediction_answers(remote, front):

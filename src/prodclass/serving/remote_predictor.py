@@ -376,8 +376,12 @@ class EndpointSlot:
     def request_load(
         self, uri: str, version: str | None = None, fallback: bool = False
     ) -> LoadStatus:
-        raise RemoteModelError(
-            f"cannot load {uri} here: this API forwards predictions to the scoring endpoint "
+        raise self.no_loads(uri)
+
+    def no_loads(self, what: str) -> RemoteModelError:
+        """Why ``what`` (a model URI, a version) cannot be served by this API."""
+        return RemoteModelError(
+            f"cannot serve {what} here: this API forwards predictions to the scoring endpoint "
             f"{self._current.url} (PRODCLASS_SCORING_URL); deploy the version to the endpoint "
             "(prodclass deploy azureml)"
         )
