@@ -66,7 +66,15 @@ serve: install ## Run the prediction API on PRODCLASS_API_HOST:PORT (migrates it
 dagster: install ## Dagster's web UI for the pipeline (jobs, runs, schedule, sensor) on PRODCLASS_DAGSTER_UI_HOST:PORT
 	$(BIN)/prodclass pipeline ui
 
-test: install test-deps $(BIN)/helm ## Lint and run the test suite
+# Azure ML's own inference server, serving deploy/azureml/score.py in the tests as a managed
+# endpoint does. It pins pydantic and opentelemetry versions of its own: a virtualenv of its own,
+# its package installed first, then a .pth appending this virtualenv's packages after its own.
+AZUREML_SERVER := $(VENV)/azureml-server
+$(AZUREML_SERVER)/bin/azmlinfsrv: deploy/azureml/server_env.py | $(BIN)/.installed
+	$(BIN)/python deploy/azureml/server_env.py $(AZUREML_SERVER)
+	touch $@
+
+test: install test-deps $(BIN)/helm $(AZUREML_SERVER)/bin/azmlinfsrv ## Lint and run the test suite
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest --durations=25
 

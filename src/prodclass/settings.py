@@ -193,6 +193,32 @@ class Settings(BaseSettings):
         "appended to a spill file under state_dir and replayed later.",
     )
 
+    scoring_url: str | None = Field(
+        default=None,
+        pattern=r"^(https?://\S+)?$",  # empty: unset
+        description="Scoring URI of an Azure ML online endpoint serving deploy/azureml/score.py "
+        "(https://ENDPOINT.REGION.inference.ml.azure.com/score): the API then loads no model "
+        "and forwards the products it has checked there; unset: the API loads model_uri.",
+    )
+    scoring_key: SecretStr | None = Field(
+        default=None,
+        description="The endpoint's key (or token), sent as `Authorization: Bearer KEY`.",
+    )
+    scoring_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait for one answer of the scoring endpoint."
+    )
+    scoring_retries: int = Field(
+        default=2,
+        ge=0,
+        description="Further attempts after a 5xx, a 429 or a lost connection (never after a "
+        "4xx or a timeout), waiting scoring_backoff_seconds, then twice as long...",
+    )
+    scoring_backoff_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        description="Wait before the first retry (or the endpoint's Retry-After).",
+    )
+
     model_poll_seconds: float = Field(
         default=30.0,
         ge=0,

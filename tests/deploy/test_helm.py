@@ -360,3 +360,18 @@ def test_missing_or_weak_values_stop_the_install_with_a_reason(missing, override
     done = _helm("template", "shop", values=values)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_the_api_pods_may_forward_to_an_azure_ml_endpoint():
+    url = "https://prodclass.westeurope.inference.ml.azure.com/score"
+    objects = render(
+        **{"settings.PRODCLASS_SCORING_URL": url, "secrets.values.PRODCLASS_SCORING_KEY": "k3y"}
+    )
+    assert objects[("ConfigMap", "shop-prodclass-settings")]["data"]["PRODCLASS_SCORING_URL"] == url
+    assert (
+        objects[("Secret", "shop-prodclass-secrets")]["stringData"]["PRODCLASS_SCORING_KEY"]
+        == "k3y"
+    )
+    unset = render()
+    assert "PRODCLASS_SCORING_URL" not in unset[("ConfigMap", "shop-prodclass-settings")]["data"]
+    assert "PRODCLASS_SCORING_KEY" not in unset[("Secret", "shop-prodclass-secrets")]["stringData"]

@@ -98,6 +98,7 @@ def predict_json(predictor: Predictor, payload: Any, default_top_k: int = 5) -> 
         raise InvalidRequestError(str(exc)) from None
     return {
         "model": {
+            "name": predictor.model_name,
             "family": predictor.family,
             "version": predictor.model_version,
             "uri": predictor.model_uri,

@@ -97,16 +97,55 @@ class Embedding:
 
 
 @dataclass(frozen=True)
+class ModelIdentity:
+    """The model that answered when another process did: a scoring endpoint names its model
+    in every answer (two deployments may share its traffic)."""
+
+    model_uri: str
+    model_version: str | None
+    family: str
+    model_name: str | None = None
+
+
+@dataclass(frozen=True)
 class Prediction:
     top: list[CategoryScore]  # best first
     inputs: str  # "text", "image" or "text+image": what the model had to go on
     image_sha256: str | None = None
     product_id: str | None = None
     embeddings: list[Embedding] | None = None  # asked for: one per modality the product has
+    served_by: ModelIdentity | None = None  # set when a scoring endpoint answered
 
     @property
     def prdtypecode(self) -> int:
         return self.top[0].prdtypecode
+
+
+def check_product(
+    product: ProductInput, position: int, max_image_bytes: int
+) -> tuple[str, str | None]:
+    """The product's cleaned text and photo hash; InvalidProductError says why a product
+    cannot be classified (nothing to go on, photo too big, not an image, truncated...). Every
+    predictor checks with it, local or remote, so a product is refused the same way."""
+    text = product_text(product.designation or "", product.description or "")
+    sha = None
+    if product.image:
+        image = product.image
+        if len(image) > max_image_bytes:
+            raise InvalidProductError(
+                f"product {position}: photo of {len(image)} bytes is over the "
+                f"{max_image_bytes}-byte limit"
+            )
+        try:
+            open_image(image)
+        except ImageError as exc:
+            raise InvalidProductError(f"product {position}: photo refused: {exc}") from exc
+        sha = hashlib.sha256(image).hexdigest()
+    if not text and sha is None:
+        raise InvalidProductError(
+            f"product {position}: no title, no description and no photo to classify"
+        )
+    return text, sha
 
 
 @dataclass
@@ -121,6 +160,7 @@ class Predictor:
     max_image_bytes: int = 10 * 1024 * 1024
     model_dir: Path | None = None
     source: str = "registry"
+    model_name: str | None = None  # unset: the API's registered model name
 
     @classmethod
     def load(cls, model_uri: str, **options: int) -> Predictor:
@@ -174,6 +214,11 @@ class Predictor:
         with self._model_frame(products) as (rows, _):
             return self.model.embed(rows)
 
+    def readiness_problem(self) -> str | None:
+        """Always None: a loaded model passed its smoke prediction (a scoring endpoint's
+        predictor asks the endpoint)."""
+        return None
+
     def shared_space_problem(self) -> str | None:
         """Why the model cannot search photos by a phrase, or None when it can."""
         return self.model.shared_space_problem()
@@ -224,27 +269,8 @@ class Predictor:
             yield pd.DataFrame(rows, columns=["text", "title", "image_path"]), hashes
 
     def check(self, product: ProductInput, position: int = 0) -> tuple[str, str | None]:
-        """The product's cleaned text and photo hash; InvalidProductError says why a product
-        cannot be classified (nothing to go on, photo too big, not an image, truncated...)."""
-        text = product_text(product.designation or "", product.description or "")
-        sha = None
-        if product.image:
-            image = product.image
-            if len(image) > self.max_image_bytes:
-                raise InvalidProductError(
-                    f"product {position}: photo of {len(image)} bytes is over the "
-                    f"{self.max_image_bytes}-byte limit"
-                )
-            try:
-                open_image(image)
-            except ImageError as exc:
-                raise InvalidProductError(f"product {position}: photo refused: {exc}") from exc
-            sha = hashlib.sha256(image).hexdigest()
-        if not text and sha is None:
-            raise InvalidProductError(
-                f"product {position}: no title, no description and no photo to classify"
-            )
-        return text, sha
+        """The product's cleaned text and photo hash (see ``check_product``)."""
+        return check_product(product, position, self.max_image_bytes)
 
     @staticmethod
     def _store(image: bytes | None, sha: str | None, folder: Path) -> str:

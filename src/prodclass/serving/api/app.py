@@ -42,6 +42,11 @@ from prodclass.serving.api.services import Services
 from prodclass.serving.model_slot import LoadInProgressError
 from prodclass.serving.prediction_queue import NoModelError, OverloadedError
 from prodclass.serving.predictor import InvalidProductError
+from prodclass.serving.remote_predictor import (
+    RemoteModelError,
+    ScoringEndpointError,
+    ScoringTimeoutError,
+)
 from prodclass.serving.similarity import IndexMissingError
 from prodclass.settings import Settings, get_settings
 
@@ -110,6 +115,10 @@ CLIENT_ERRORS: dict[type[Exception], tuple[int, str | None]] = {
     IndexMissingError: (status.HTTP_409_CONFLICT, None),
     NoEmbeddingError: (status.HTTP_409_CONFLICT, None),
     NoModelError: (status.HTTP_503_SERVICE_UNAVAILABLE, "5"),
+    RemoteModelError: (status.HTTP_409_CONFLICT, None),
+    # the scoring endpoint (PRODCLASS_SCORING_URL) failed or timed out: the upstream's fault
+    ScoringEndpointError: (status.HTTP_502_BAD_GATEWAY, None),
+    ScoringTimeoutError: (status.HTTP_504_GATEWAY_TIMEOUT, None),
     EncryptionError: (status.HTTP_503_SERVICE_UNAVAILABLE, None),  # keys misconfigured
 }
 

@@ -16,6 +16,7 @@ from prodclass.serving.model_slot import ModelSlot
 from prodclass.serving.prediction_log import PredictionLog
 from prodclass.serving.prediction_queue import PredictionQueue
 from prodclass.serving.rate_limit import RateLimiter
+from prodclass.serving.remote_predictor import EndpointSlot
 from prodclass.serving.retraining import Retrainer
 from prodclass.serving.security import RevocationList, TokenIssuer, check_production_secrets
 from prodclass.serving.shared_revocations import SharedRevocations
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Services:
     settings: Settings
-    slot: ModelSlot
+    slot: ModelSlot | EndpointSlot  # a model of this process, or a scoring endpoint's
     queue: PredictionQueue
     prediction_log: PredictionLog
     photos: PhotoStore  # what clients sent: this machine's folder or a bucket replicas share
@@ -63,12 +64,7 @@ class Services:
         secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
         if secret is None:
             log.warning("PRODCLASS_JWT_SECRET is unset: tokens are signed by a per-process key")
-        slot = ModelSlot(
-            settings.api_torch_threads,
-            settings.api_max_upload_bytes,
-            cache=ModelCache(settings.state_dir / "model-cache"),
-            tracking_uri=settings.tracking_uri,
-        )
+        slot = _serving_slot(settings)
         shared = SharedState.from_settings(settings)
         photos = open_photo_store(settings)
         log.info("photos clients send are kept in %s", photos.describe())
@@ -113,14 +109,14 @@ class Services:
                 slot,
                 settings.model_uri,
                 settings.db_url,
-                settings.model_poll_seconds,
+                # an endpoint's model is its deployments' choice: no alias to follow here
+                settings.model_poll_seconds if isinstance(slot, ModelSlot) else 0.0,
                 settings.monitoring_refresh_seconds,
             ),
             shared=shared,
         )
         services.prediction_log.start()
         revocations.start()
-        slot.request_load(settings.model_uri, fallback=True)
         services.watcher.start()
         return services
 
@@ -132,6 +128,22 @@ class Services:
         self.slot.close()
         self.shared.close()
         self.retrainer.close()
+
+
+def _serving_slot(settings: Settings) -> ModelSlot | EndpointSlot:
+    """What predicts: the scoring endpoint at PRODCLASS_SCORING_URL, else the model at
+    PRODCLASS_MODEL_URI, loaded in the background (the local copy of the last model served
+    when the registry is down)."""
+    if settings.scoring_url:
+        return EndpointSlot.start(settings)
+    slot = ModelSlot(
+        settings.api_torch_threads,
+        settings.api_max_upload_bytes,
+        cache=ModelCache(settings.state_dir / "model-cache"),
+        tracking_uri=settings.tracking_uri,
+    )
+    slot.request_load(settings.model_uri, fallback=True)
+    return slot
 
 
 def _connect_registry(settings: Settings) -> None:

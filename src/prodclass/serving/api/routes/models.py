@@ -25,6 +25,7 @@ from prodclass.serving.api.schemas import (
     PromotionOut,
 )
 from prodclass.serving.api.services import Services
+from prodclass.serving.remote_predictor import EndpointSlot
 from prodclass.training.train import CV_REPORT
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -123,6 +124,7 @@ def confusion_matrix(version: str, services: ServicesDep, _: AnyUser) -> Respons
 )
 def promote(version: str, services: ServicesDep, _: Admin) -> PromotionOut:
     _check_version(services, version)
+    _check_served_here(services, f"version {version}")
     previous = registry.promote(_name(services), version)
     return PromotionOut(
         champion=version, previous_champion=previous, load=_start_load(services, version)
@@ -135,6 +137,7 @@ def promote(version: str, services: ServicesDep, _: Admin) -> PromotionOut:
     summary="Give the champion alias back to the previous champion and serve it",
 )
 def rollback(services: ServicesDep, _: Admin) -> PromotionOut:
+    _check_served_here(services, "the previous champion")
     before, after = registry.rollback(_name(services))
     return PromotionOut(champion=after, previous_champion=before, load=_start_load(services, after))
 
@@ -150,6 +153,12 @@ def _check_version(services: Services, version: str) -> None:
         MlflowClient().get_model_version(_name(services), version)
     except MlflowException:
         raise registry.RegistryError(f"model {_name(services)} has no version {version}") from None
+
+
+def _check_served_here(services: Services, what: str) -> None:
+    """Before the alias moves: an API in front of a scoring endpoint serves no version (409)."""
+    if isinstance(services.slot, EndpointSlot):
+        raise services.slot.no_loads(what)
 
 
 def _start_load(services: Services, version: str) -> LoadStatusOut:

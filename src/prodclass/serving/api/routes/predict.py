@@ -38,7 +38,12 @@ from prodclass.serving.api.services import Services
 from prodclass.serving.json_products import ReceivedProduct, check_all, received
 from prodclass.serving.prediction_log import LogRecord
 from prodclass.serving.prediction_queue import Answer, NoModelError
-from prodclass.serving.predictor import InvalidProductError, Prediction, Predictor
+from prodclass.serving.predictor import (
+    InvalidProductError,
+    ModelIdentity,
+    Prediction,
+    Predictor,
+)
 from prodclass.serving.security import Principal
 
 router = APIRouter(tags=["predict"])
@@ -47,9 +52,9 @@ PAGE = 32  # products per model call when a batch is split into pages
 BATCH_WAIT_SECONDS = 30.0  # a batch page waits this long for room in the queue
 
 
-def model_ref(services: Services, predictor: Predictor) -> ModelRef:
+def model_ref(services: Services, predictor: Predictor | ModelIdentity) -> ModelRef:
     return ModelRef(
-        name=services.settings.registered_model_name,
+        name=predictor.model_name or services.settings.registered_model_name,
         version=predictor.model_version,
         family=predictor.family,
         uri=predictor.model_uri,
@@ -65,6 +70,7 @@ def _answer(
     latency_ms: float,
 ) -> tuple[PredictionOut, LogRecord]:
     top = [CategoryOut(**vars(score)) for score in prediction.top]
+    served = prediction.served_by or answer.predictor  # an endpoint names its model per answer
     # set only when asked: an unset field stays out of the answer (response_model_exclude_unset)
     asked = (
         {"embeddings": [EmbeddingOut(**vars(e)) for e in prediction.embeddings]}
@@ -78,7 +84,7 @@ def _answer(
         category=top[0],
         top=top,
         inputs=prediction.inputs,
-        model=model_ref(services, answer.predictor),
+        model=model_ref(services, served),
         product_id=product.input.product_id,
         imageid=product.imageid,
         product_identifier=product.product_identifier,
@@ -89,8 +95,8 @@ def _answer(
         id=out.prediction_id,
         created_at=datetime.now(UTC),
         username=principal.username,
-        model_uri=answer.predictor.model_uri,
-        model_version=answer.predictor.model_version,
+        model_uri=served.model_uri,
+        model_version=served.model_version,
         product_id=product.input.product_id,
         imageid=product.imageid,
         product_identifier=product.product_identifier,

@@ -19,6 +19,7 @@ from prodclass.serving.api.services import Services
 from prodclass.serving.json_products import received
 from prodclass.serving.prediction_queue import NoModelError
 from prodclass.serving.predictor import InvalidProductError, Predictor, ProductInput
+from prodclass.serving.remote_predictor import RemoteModelError, RemotePredictor
 from prodclass.serving.similarity import CatalogueIndex, compare, load_index, text_query
 
 router = APIRouter(tags=["similarity"])
@@ -60,6 +61,11 @@ def _predictor(services: Services) -> Predictor:
     predictor = services.slot.current
     if predictor is None:
         raise NoModelError("no model is loaded yet")
+    if isinstance(predictor, RemotePredictor):  # vectors and the index need the model here
+        raise RemoteModelError(
+            "similarity and catalogue search need the model inside the API; this API forwards "
+            f"predictions to the scoring endpoint {predictor.url} (PRODCLASS_SCORING_URL)"
+        )
     return predictor
 
 

@@ -35,6 +35,8 @@ def ready(services: ServicesDep) -> JSONResponse:
         last = services.slot.last_load
         why = f"{last.state}: {last.error}" if last and last.error else "loading"
         problems.append(f"no model loaded ({why})")
+    elif endpoint := predictor.readiness_problem():  # a scoring endpoint that does not answer
+        problems.append(endpoint)
     if recovery := services.watcher.recovery_problem():
         problems.append(recovery)
     try:
