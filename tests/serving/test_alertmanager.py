@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,10 +27,18 @@ from fastapi.testclient import TestClient
 
 from prodclass.db.session import session_scope, upgrade
 from prodclass.db.users import create_user
+from prodclass.monitoring import journal
 from prodclass.serving.api.app import create_app
 from prodclass.settings import Settings
 from tests.conftest import PROJECT_ROOT
-from tests.servers import free_port, start_process, stop_process, wait_for, wait_until_up
+from tests.servers import (
+    free_port,
+    start_process,
+    stop_process,
+    wait_for,
+    wait_until_up,
+    with_database,
+)
 from tests.serving.conftest import PRODCLASS
 
 PROMETHEUS = shutil.which("prometheus")
@@ -215,6 +225,25 @@ def test_without_a_configured_token_alertmanager_gets_a_503_saying_so(tmp_path):
             "/monitoring/alerts", json=_payload(), headers={"Authorization": f"Bearer {admin}"}
         )
         assert taken.status_code == 200, taken.text
+
+
+def test_replicas_told_the_same_alert_at_once_write_it_once(postgres_url, database):
+    """Several API replicas get the same notification (Alertmanager behind a load balancer
+    retries, or two Alertmanagers): the unique key of PostgreSQL keeps one entry, and every
+    writer but one is told it was already there (no error)."""
+    url = with_database(postgres_url, database)
+    upgrade(url)
+    start = threading.Barrier(8)
+
+    def write(_: int) -> int | None:
+        start.wait()
+        details = {"fingerprint": "0123456789abcdef"}
+        return journal.write(url, "alert", "X firing", details, None, "alert:0123456789abcdef:t")
+
+    with ThreadPoolExecutor(8) as pool:
+        written = list(pool.map(write, range(8)))
+    assert len([w for w in written if w is not None]) == 1 and written.count(None) == 7
+    assert len(journal.entries(url, 50, "alert")) == 1
 
 
 # ---- Prometheus -> Alertmanager -> the API's journal ----------------------------------------

@@ -110,7 +110,8 @@ def alert_sender(
 
 
 def _end(alert: WebhookAlert) -> datetime | None:
-    if alert.endsAt is None or alert.endsAt <= _NO_END:
+    """When a resolved alert ended; None while it fires (whatever end was foreseen)."""
+    if alert.status == "firing" or alert.endsAt is None or alert.endsAt <= _NO_END:
         return None
     return alert.endsAt
 
