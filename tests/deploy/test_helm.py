@@ -379,6 +379,8 @@ def test_alertmanager_is_optional_and_needs_the_webhook_token():
     assert "PRODCLASS_ALERT_WEBHOOK_TOKEN is required with alertmanager.enabled" in done.stderr
     lint = _helm("lint", "--strict", values=REQUIRED | ALERTING)
     assert lint.returncode == 0, lint.stdout + lint.stderr
+    target = "targets: [shop-prodclass-alertmanager.default:9093]"
+    assert target in notes(**ALERTING) and target not in notes()  # how to point Prometheus
 
 
 @pytest.mark.skipif(
