@@ -293,15 +293,24 @@ def _alert(status: str, name: str, starts: str) -> dict:
     }
 
 
-def test_monitoring_page_shows_firing_alerts_before_resolved_ones(ui_settings):
+def test_monitoring_page_shows_firing_alerts_before_resolved_ones(ui_settings, served):
+    from prodclass.monitoring import journal
+
+    journal.write(served.settings.db_url, "drift", "no drift on 42 products", {}, "2")
     admin = {"Authorization": f"Bearer {_token(ui_settings, 'admin')}"}
     firing = _alert("firing", "ProdclassOverloaded", "2026-12-01T08:00:00Z")
     resolved = _alert("resolved", "ProdclassSlowPredictions", "2026-12-01T09:00:00Z")
-    for body in (firing, resolved):  # the resolved one is the newer
+    # more alerts than the journal entries the page reads: the drift check is still found
+    resolved["alerts"] += [
+        _alert("resolved", "ProdclassModelLoadFailed", "2026-12-01T07:00:00Z")["alerts"][0]
+        for _ in range(25)
+    ]
+    for body in (firing, resolved):  # the resolved ones are the newer
         answer = httpx.post(f"{ui_settings}/monitoring/alerts", json=body, headers=admin)
         assert answer.status_code == 200, answer.text
     at = _page("monitoring", ui_settings, "reviewer")
     assert not at.exception
+    assert "no drift on 42 products" in " ".join(s.value for s in at.success)
     assert "Alerts" in [h.value for h in at.subheader]
     said = [e.value for e in at.error if "firing" in e.value]
     assert said and "ProdclassOverloaded" in said[0] and "ProdclassSlowPredictions" not in said[0]

@@ -18,6 +18,8 @@ def _drift_status() -> None:
     if entries is None:
         return
     drift = next((e for e in entries if e["kind"] == "drift"), None)
+    if drift is None and entries:  # alerts may have pushed it out of the latest entries
+        drift = next(iter(session.call(session.client().journal, "drift", 1) or []), None)
     if drift is None:
         st.info("No drift check yet (`prodclass monitor drift`, or the nightly Dagster schedule).")
     elif drift["details"].get("drift"):
