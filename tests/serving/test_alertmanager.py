@@ -163,6 +163,7 @@ def test_junk_payloads_are_refused_with_the_reason(api):
         "alerts": _payload() | {"alerts": []},
         "status": _payload(status="exploded"),
         "startsAt": _payload(startsAt="yesterday"),
+        "endsAt": _payload("resolved", endsAt="2026-12-01T10:05:00"),  # no offset: which zone?
         "fingerprint": _payload(fingerprint="../../etc"),
         "labels": _payload(labels={"alertname": "x\x00y"}),
     }

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from prodclass.monitoring import journal
 from prodclass.serving.api.deps import Reviewer, ServicesDep
@@ -38,8 +38,8 @@ class WebhookAlert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[Name, Text] = Field(max_length=100)
     annotations: dict[Name, Text] = Field(default_factory=dict, max_length=100)
-    startsAt: datetime  # noqa: N815 (Alertmanager's field names)
-    endsAt: datetime | None = None  # noqa: N815
+    startsAt: AwareDatetime  # noqa: N815 (Alertmanager's field names; RFC 3339, with offset)
+    endsAt: AwareDatetime | None = None  # noqa: N815
     generatorURL: Annotated[Storable, Field(max_length=2000)] = ""  # noqa: N815
     fingerprint: str = Field(pattern=r"^[0-9A-Za-z]{1,64}$")
 
