@@ -13,12 +13,13 @@ help: ## Show this help
 
 # Debian packages, each installed only when its command is missing (deploy/system/install-packages.sh).
 # The demo needs Tesseract (reads the text printed on product photos) and python3-venv; the tests
-# also need Chromium + driver (web app in a real browser), promtool (alert rules), docker-compose
-# (validates docker-compose.yml), npm (fetches helm), PostgreSQL's server binaries and redis-server.
+# also need Chromium + driver (web app in a real browser), promtool and Prometheus (alert rules),
+# Alertmanager and amtool (alerts reaching the API's journal), docker-compose (validates
+# docker-compose.yml), npm (fetches helm), PostgreSQL's server binaries and redis-server.
 system-deps: ## Install the Debian packages the demo needs (Tesseract, python3-venv) when missing
 	@bash deploy/system/install-packages.sh demo
 
-test-deps: ## Install the Debian packages the tests need (Chromium, promtool, docker-compose, ...)
+test-deps: ## Install the Debian packages the tests need (Chromium, Prometheus, Alertmanager, ...)
 	@bash deploy/system/install-packages.sh test
 
 $(BIN)/.installed: pyproject.toml requirements.lock | system-deps

@@ -2,9 +2,9 @@
 # Install the Debian packages a prodclass task needs, and only those that are missing.
 #
 #   install-packages.sh demo   Tesseract OCR (+ French and English data), python3-venv
-#   install-packages.sh test   the test suite's tools: Chromium + driver, promtool,
-#                              docker-compose, npm (fetches helm), PostgreSQL server binaries,
-#                              redis-server
+#   install-packages.sh test   the test suite's tools: Chromium + driver, promtool and
+#                              prometheus, Alertmanager (+ amtool), docker-compose, npm
+#                              (fetches helm), PostgreSQL server binaries, redis-server
 #
 # Each package is checked by the command it provides, one line per package. Nothing present
 # means no apt call at all (so no sudo prompt). Missing packages are installed one at a time,
@@ -31,6 +31,7 @@ test_packages=(
     "chromium|has chromium"
     "chromium-driver|has chromedriver"
     "prometheus|has promtool"
+    "prometheus-alertmanager|has prometheus-alertmanager && has amtool"
     "docker-compose|has docker-compose"
     "npm|has npm"
     "postgresql|has_initdb"

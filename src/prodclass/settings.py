@@ -227,6 +227,12 @@ class Settings(BaseSettings):
     monitoring_refresh_seconds: float = Field(
         default=60.0, ge=0, description="How often the API refreshes drift/quality gauges."
     )
+    alert_webhook_token: SecretStr | None = Field(
+        default=None,
+        description="Shared secret Alertmanager sends as its bearer token to POST "
+        "/monitoring/alerts (its webhook's credentials_file holds the same); unset: the route "
+        "takes only an admin's access token.",
+    )
     retrain_job: Literal["retraining", "training"] = Field(
         default="retraining",
         description="The Dagster job `POST /training/runs` asks the Dagster instance to run.",

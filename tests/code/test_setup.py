@@ -21,6 +21,8 @@ PROVIDED = {
     "chromium",
     "chromedriver",
     "promtool",
+    "prometheus-alertmanager",
+    "amtool",
     "docker-compose",
     "npm",
     "redis-server",
@@ -106,6 +108,16 @@ def test_a_package_that_cannot_install_is_named_and_the_others_still_install(tmp
     assert done.returncode == 1
     assert apt_installs(machine) == ["prometheus", "npm", "postgresql", "redis-server"]
     assert "could not install npm: run 'apt-get install npm' by hand" in done.stderr
+
+
+@pytest.mark.parametrize("gone", ["amtool", "prometheus-alertmanager"])
+def test_alertmanager_is_installed_when_either_of_its_commands_is_missing(tmp_path, gone):
+    machine = fake_machine(tmp_path, missing={gone})
+    done = run_script(machine, "test")
+    assert done.returncode == 0, done.stderr
+    assert apt_installs(machine) == ["prometheus-alertmanager"]
+    assert "prometheus-alertmanager: missing" in done.stdout
+    assert "  prometheus: present" in done.stdout
 
 
 def test_the_demo_installs_only_what_it_uses_and_the_tests_their_tools(tmp_path):

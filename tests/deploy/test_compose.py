@@ -23,6 +23,7 @@ SECRETS = {
     "MINIO_ROOT_USER": "minio-test",
     "MINIO_ROOT_PASSWORD": "minio-test-secret",
     "GRAFANA_ADMIN_PASSWORD": "grafana-test",
+    "PRODCLASS_ALERT_WEBHOOK_TOKEN": "alert-webhook-test-token",
 }
 
 
@@ -49,6 +50,7 @@ def test_the_stack_is_valid_and_every_service_has_a_healthcheck(tmp_path):
         "dagster",
         "dagster-ui",
         "prometheus",
+        "alertmanager",
         "grafana",
     }
     for name, service in services.items():
@@ -112,6 +114,7 @@ IMAGE_PORTS = {
     "redis": {6379},
     "minio": {9000, 9001},
     "prometheus": {9090},
+    "alertmanager": {9093},
     "grafana": {3000},
 }
 LOOPBACK = re.compile(r"^(127\.|localhost$|::1$|\[::1\]$)")
@@ -237,3 +240,42 @@ def test_the_images_dagster_postgres_is_the_release_of_the_locked_dagster():
     (dagster,) = re.findall(r"^dagster==(\S+)$", lock, re.MULTILINE)
     major, minor, patch = dagster.split(".")
     assert major == "1" and pinned == f"0.{int(minor) + 16}.{patch}", (pinned, dagster)
+
+
+def test_alerts_reach_the_api_journal_through_alertmanager_with_the_shared_token(tmp_path):
+    """Prometheus sends its alerts to the alertmanager service, whose webhook calls the api
+    service's receiver with the token file its entrypoint writes from the same setting the
+    api checks; the stack refuses to start without that token."""
+    done = _config(tmp_path, SECRETS)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    manager = services["alertmanager"]
+    token = SECRETS["PRODCLASS_ALERT_WEBHOOK_TOKEN"]
+    assert services["api"]["environment"]["PRODCLASS_ALERT_WEBHOOK_TOKEN"] == token
+    assert manager["environment"]["ALERT_WEBHOOK_TOKEN"] == token
+    config_path = "/etc/alertmanager/alertmanager.yml"
+    assert _mounts(manager)[config_path].endswith("deploy/alertmanager/alertmanager.yml")
+    start = " ".join(manager["entrypoint"])
+    assert f"--config.file={config_path}" in start
+
+    config = yaml.safe_load((PROJECT_ROOT / "deploy/alertmanager/alertmanager.yml").read_text())
+    (webhook,) = next(
+        r["webhook_configs"]
+        for r in config["receivers"]
+        if r["name"] == config["route"]["receiver"]
+    )
+    assert webhook["url"] == "http://api:8000/monitoring/alerts"
+    assert webhook["send_resolved"] is True
+    token_file = webhook["http_config"]["authorization"]["credentials_file"]
+    assert f"> {token_file} " in start  # written where the config reads it
+    assert token_file.startswith("/alertmanager/")  # the data volume: writable, not the config
+    assert _mounts(manager)["/alertmanager"] == "alertmanager-data"
+
+    prometheus = yaml.safe_load((PROJECT_ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    (targets,) = [
+        c["targets"] for m in prometheus["alerting"]["alertmanagers"] for c in m["static_configs"]
+    ]
+    assert targets == ["alertmanager:9093"] and 9093 in IMAGE_PORTS["alertmanager"]
+
+    missing = _config(tmp_path, {k: v for k, v in SECRETS.items() if "ALERT" not in k})
+    assert missing.returncode != 0 and "set PRODCLASS_ALERT_WEBHOOK_TOKEN" in missing.stderr

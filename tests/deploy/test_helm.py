@@ -81,8 +81,12 @@ def test_the_chart_lints_strictly():
             "api.autoscaling.enabled": "false",
         },
         {"api.autoscaling.podsMetric.enabled": "true"},
+        {
+            "alertmanager.enabled": "true",
+            "secrets.values.PRODCLASS_ALERT_WEBHOOK_TOKEN": "alert-token-0123456789abcdef",
+        },
     ],
-    ids=["defaults", "mlflow-ingress-fixed-replicas", "pods-metric"],
+    ids=["defaults", "mlflow-ingress-fixed-replicas", "pods-metric", "alertmanager"],
 )
 def test_every_rendered_object_matches_the_kubernetes_schemas(values):
     objects = render(**values)
@@ -375,3 +379,95 @@ def test_the_api_pods_may_forward_to_an_azure_ml_endpoint():
     unset = render()
     assert "PRODCLASS_SCORING_URL" not in unset[("ConfigMap", "shop-prodclass-settings")]["data"]
     assert "PRODCLASS_SCORING_KEY" not in unset[("Secret", "shop-prodclass-secrets")]["stringData"]
+
+
+ALERTING = {
+    "alertmanager.enabled": "true",
+    "secrets.values.PRODCLASS_ALERT_WEBHOOK_TOKEN": "alert-token-0123456789abcdef",
+}
+
+
+def test_alertmanager_is_optional_and_needs_the_webhook_token():
+    assert not [key for key in render() if "alertmanager" in key[1]]  # off by default
+    done = _helm("template", "shop", values=REQUIRED | {"alertmanager.enabled": "true"})
+    assert done.returncode != 0
+    assert "PRODCLASS_ALERT_WEBHOOK_TOKEN is required with alertmanager.enabled" in done.stderr
+    lint = _helm("lint", "--strict", values=REQUIRED | ALERTING)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    target = "targets: [shop-prodclass-alertmanager.default:9093]"
+    assert target in notes(**ALERTING) and target not in notes()  # how to point Prometheus
+
+
+@pytest.mark.skipif(
+    shutil.which("amtool") is None,
+    reason="needs amtool (Debian `prometheus-alertmanager`; make test-deps)",
+)
+def test_the_charts_alertmanager_calls_the_api_with_the_secrets_token(tmp_path):
+    """The rendered config passes amtool, with receivers and routes added from values: every
+    alert goes to the API Service's webhook with the token file mounted from the Secret the
+    API reads, and on to the added receivers."""
+    extra = tmp_path / "values.yaml"
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "alertmanager": {
+                    "secretFiles": ["SLACK_WEBHOOK_URL"],
+                    "routes": [{"receiver": "team-slack"}],
+                    "receivers": [
+                        {
+                            "name": "team-slack",
+                            "slack_configs": [
+                                {"api_url_file": "/etc/alertmanager/secrets/SLACK_WEBHOOK_URL"}
+                            ],
+                        }
+                    ],
+                }
+            }
+        )
+    )
+    done = _helm("template", "shop", "-f", str(extra), values=REQUIRED | ALERTING)
+    assert done.returncode == 0, done.stderr
+    objects = {
+        (doc["kind"], doc["metadata"]["name"]): doc
+        for doc in yaml.safe_load_all(done.stdout)
+        if doc
+    }
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(
+            objects[("Deployment", "shop-prodclass-alertmanager")], version, strict=True
+        )
+    text = objects[("ConfigMap", "shop-prodclass-alertmanager")]["data"]["alertmanager.yml"]
+    config_file = tmp_path / "alertmanager.yml"
+    config_file.write_text(text)
+    checked = subprocess.run(
+        ["amtool", "check-config", str(config_file)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    routed = subprocess.run(
+        ["amtool", "config", "routes", "test", f"--config.file={config_file}", "alertname=X"],
+        capture_output=True,
+        text=True,
+    )
+    assert routed.stdout.strip() == "prodclass-api,team-slack", routed.stdout + routed.stderr
+
+    config = yaml.safe_load(text)
+    (webhook,) = config["receivers"][0]["webhook_configs"]
+    service = objects[("Service", "shop-prodclass-api")]["spec"]["ports"][0]["port"]
+    assert webhook["url"] == f"http://shop-prodclass-api:{service}/monitoring/alerts"
+    token_file = webhook["http_config"]["authorization"]["credentials_file"]
+
+    pod = objects[("Deployment", "shop-prodclass-alertmanager")]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if token_file.startswith(m["mountPath"])]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "shop-prodclass-secrets"  # what the API reads
+    files = {item["path"]: item["key"] for item in volume["secret"]["items"]}
+    assert files[token_file.rsplit("/", 1)[1]] == "PRODCLASS_ALERT_WEBHOOK_TOKEN"
+    assert files["SLACK_WEBHOOK_URL"] == "SLACK_WEBHOOK_URL"
+    secret = objects[("Secret", "shop-prodclass-secrets")]["stringData"]
+    assert (
+        secret["PRODCLASS_ALERT_WEBHOOK_TOKEN"]
+        == ALERTING["secrets.values.PRODCLASS_ALERT_WEBHOOK_TOKEN"]
+    )
+    api = _container(objects, "Deployment", "shop-prodclass-api")
+    assert {"secretRef": {"name": "shop-prodclass-secrets"}} in api["envFrom"]

@@ -1,5 +1,6 @@
-"""The shipped Prometheus rules and Grafana dashboard: checked and unit-tested by the real
-tools where they exist (promtool), and every metric they use is one the API exports."""
+"""The shipped Prometheus rules, Alertmanager configuration and Grafana dashboard: checked and
+unit-tested by the real tools where they exist (promtool, amtool), and every metric they use is
+one the API exports."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from tests.conftest import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
 PROMTOOL = shutil.which("promtool")
+AMTOOL = shutil.which("amtool")
 
 
 @pytest.mark.skipif(
@@ -28,6 +31,46 @@ def test_alert_rules_are_valid_and_fire_as_their_unit_tests_say():
     ):
         done = subprocess.run([PROMTOOL, *args], cwd=folder, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+# a commented example line of alertmanager.yml: indented, then a key, a list item or deeper text
+EXAMPLE_LINE = re.compile(r"^(\s+)# ((?: *(?:- )?[a-z_]+:| {2,}).*)$")
+
+
+def _amtool(*args: str) -> str:
+    done = subprocess.run([AMTOOL, *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.skipif(
+    AMTOOL is None, reason="needs amtool (Debian `prometheus-alertmanager`; make test-deps)"
+)
+def test_the_alertmanager_config_and_its_commented_receivers_are_valid(tmp_path):
+    """amtool accepts the shipped config, which sends every alert to the API's journal; with
+    its commented email and Slack examples uncommented it is still valid, and those receivers
+    get alerts besides the journal, not instead of it."""
+    shipped = DEPLOY / "alertmanager/alertmanager.yml"
+    _amtool("check-config", str(shipped))
+
+    def receivers(config, *labels: str) -> str:
+        return _amtool("config", "routes", "test", f"--config.file={config}", *labels).strip()
+
+    assert receivers(shipped, "alertname=ProdclassApiDown", "severity=critical") == "prodclass-api"
+    lines = shipped.read_text().splitlines()
+    uncommented = [m[1] + m[2] if (m := EXAMPLE_LINE.match(line)) else line for line in lines]
+    examples = tmp_path / "alertmanager.yml"
+    examples.write_text("\n".join(uncommented) + "\n")
+    _amtool("check-config", str(examples))
+    assert {r["name"] for r in yaml.safe_load(examples.read_text())["receivers"]} == {
+        "prodclass-api",
+        "on-call-email",
+        "team-slack",
+    }
+    critical = receivers(examples, "alertname=ProdclassApiDown", "severity=critical")
+    assert critical == "prodclass-api,on-call-email,team-slack"
+    warning = receivers(examples, "alertname=ProdclassDriftDetected", "severity=warning")
+    assert warning == "prodclass-api,team-slack"
 
 
 def test_rules_and_dashboard_use_only_metrics_the_api_exports():

@@ -66,6 +66,8 @@ LEAST_ROLE = {
     ("GET", "/feedback/export"): "reviewer",
     ("GET", "/monitoring/journal"): "reviewer",
     ("GET", "/monitoring/summary"): "reviewer",
+    ("GET", "/monitoring/alerts"): "reviewer",
+    ("POST", "/monitoring/alerts"): "admin",  # or Alertmanager's shared token
 }
 # Called with an allowed role they would act on shared state (start a training run, move the
 # champion alias): their allowed side is covered in test_api.py, their refusals here.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import time
+import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
 
@@ -271,6 +272,52 @@ def test_monitoring_page_counts_predictions_and_shows_drift(ui_settings, served)
     assert not at.exception
     assert at.metric[0].label == "Predictions" and int(at.metric[0].value) >= 1
     assert "drift on 99 products" in at.error[0].value
+
+
+def _alert(status: str, name: str, starts: str) -> dict:
+    """Alertmanager's webhook body (version 4) for one alert."""
+    return {
+        "version": "4",
+        "status": status,
+        "receiver": "prodclass-api",
+        "alerts": [
+            {
+                "status": status,
+                "labels": {"alertname": name, "severity": "warning"},
+                "annotations": {"summary": f"{name} says so"},
+                "startsAt": starts,
+                "endsAt": "2026-12-01T09:30:00Z" if status == "resolved" else None,
+                "fingerprint": uuid.uuid4().hex[:16],
+            }
+        ],
+    }
+
+
+def test_monitoring_page_shows_firing_alerts_before_resolved_ones(ui_settings, served):
+    from prodclass.monitoring import journal
+
+    journal.write(served.settings.db_url, "drift", "no drift on 42 products", {}, "2")
+    admin = {"Authorization": f"Bearer {_token(ui_settings, 'admin')}"}
+    firing = _alert("firing", "ProdclassOverloaded", "2026-12-01T08:00:00Z")
+    resolved = _alert("resolved", "ProdclassSlowPredictions", "2026-12-01T09:00:00Z")
+    # more alerts than the journal entries the page reads: the drift check is still found
+    resolved["alerts"] += [
+        _alert("resolved", "ProdclassModelLoadFailed", "2026-12-01T07:00:00Z")["alerts"][0]
+        for _ in range(25)
+    ]
+    for body in (firing, resolved):  # the resolved ones are the newer
+        answer = httpx.post(f"{ui_settings}/monitoring/alerts", json=body, headers=admin)
+        assert answer.status_code == 200, answer.text
+    at = _page("monitoring", ui_settings, "reviewer")
+    assert not at.exception
+    assert "no drift on 42 products" in " ".join(s.value for s in at.success)
+    assert "Alerts" in [h.value for h in at.subheader]
+    said = [e.value for e in at.error if "firing" in e.value]
+    assert said and "ProdclassOverloaded" in said[0] and "ProdclassSlowPredictions" not in said[0]
+    (table,) = [d.value for d in at.dataframe if "severity" in d.value.columns]
+    names = list(table["name"])
+    assert names.index("ProdclassOverloaded") < names.index("ProdclassSlowPredictions")
+    assert table.set_index("name").loc["ProdclassSlowPredictions", "status"] == "resolved"
 
 
 def test_search_asks_for_words_and_explains_a_model_without_a_shared_space(ui_settings):

@@ -65,10 +65,10 @@ def quality(
 def show_journal(
     limit: Annotated[int, typer.Option(help="Entries, newest first.")] = 20,
     kind: Annotated[
-        str | None, typer.Option(help="drift, performance, retraining or model.")
+        str | None, typer.Option(help="drift, performance, retraining, model or alert.")
     ] = None,
 ) -> None:
-    """The monitoring journal: drift checks, quality, retraining decisions."""
+    """The monitoring journal: drift checks, quality, retraining decisions, alerts."""
     from prodclass.monitoring import journal
 
     for entry in journal.entries(settings().db_url, limit, kind):

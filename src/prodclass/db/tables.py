@@ -103,16 +103,19 @@ class Feedback(Base):
 
 
 class JournalEntry(Base):
-    """The monitoring journal: drift checks, quality from feedback, retraining decisions."""
+    """The monitoring journal: drift checks, quality from feedback, retraining decisions,
+    alerts Alertmanager sent."""
 
     __tablename__ = "journal"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    kind: Mapped[str] = mapped_column(String(32))  # drift | performance | retraining | model
+    kind: Mapped[str] = mapped_column(String(32))  # drift | performance | ... | alert
     model_version: Mapped[str | None] = mapped_column(String(32))
     summary: Mapped[str] = mapped_column(Text)  # one sentence for people
     details: Mapped[dict] = mapped_column(JSON)  # the numbers
+    # set for entries told more than once (an alert Alertmanager repeats): written once
+    dedup_key: Mapped[str | None] = mapped_column(String(255), unique=True)
 
 
 class RetrainingRequest(Base):

@@ -162,6 +162,10 @@ class ApiClient:
         params: dict[str, Any] = {"limit": limit} | ({"kind": kind} if kind else {})
         return self._json("GET", "/monitoring/journal", params=params)
 
+    def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Recent alerts Alertmanager sent, firing first."""
+        return self._json("GET", "/monitoring/alerts", params={"limit": limit})
+
     def monitoring(self, hours: float = 24, bucket_minutes: int = 60) -> dict[str, Any]:
         params = {"hours": hours, "bucket_minutes": bucket_minutes}
         return self._json("GET", "/monitoring/summary", params=params)

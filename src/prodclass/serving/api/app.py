@@ -26,6 +26,7 @@ from prodclass.registry.model_registry import RegistryError
 from prodclass.serving import metrics
 from prodclass.serving.api.deps import storable_url
 from prodclass.serving.api.routes import (
+    alerts,
     auth,
     feedback,
     models,
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         predictions,
         feedback,
         monitoring,
+        alerts,
     ):
         app.include_router(module.router)
     _add_error_answers(app)

@@ -1,4 +1,5 @@
-"""Monitoring: prediction volume and latency over time, predicted class mix vs training."""
+"""Monitoring: drift, the alerts Prometheus raised, prediction volume and latency over time,
+predicted class mix vs training."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ def _drift_status() -> None:
     if entries is None:
         return
     drift = next((e for e in entries if e["kind"] == "drift"), None)
+    if drift is None and entries:  # alerts may have pushed it out of the latest entries
+        drift = next(iter(session.call(session.client().journal, "drift", 1) or []), None)
     if drift is None:
         st.info("No drift check yet (`prodclass monitor drift`, or the nightly Dagster schedule).")
     elif drift["details"].get("drift"):
@@ -29,9 +32,32 @@ def _drift_status() -> None:
             st.dataframe(journal, hide_index=True, use_container_width=True)
 
 
+def _alerts() -> None:
+    """Alerts Alertmanager sent to the API's journal: those firing first, then resolved."""
+    alerts = session.call(session.client().alerts)
+    if alerts is None:
+        return
+    st.subheader("Alerts")
+    if not alerts:
+        st.caption(
+            "No alert received (Prometheus evaluates the rules, Alertmanager sends the ones "
+            "that fire to the API: docs/monitoring.md)."
+        )
+        return
+    firing = [a for a in alerts if a["status"] == "firing"]
+    if firing:
+        names = ", ".join(sorted({a["name"] for a in firing}))
+        st.error(f"{len(firing)} alert(s) firing: {names}")
+    else:
+        st.success("No alert firing.")
+    table = pd.DataFrame(alerts)[["status", "severity", "name", "summary", "starts_at", "ends_at"]]
+    st.dataframe(table, hide_index=True, use_container_width=True)
+
+
 def render() -> None:
     st.header("Monitoring")
     _drift_status()
+    _alerts()
     window = st.radio("Window", list(WINDOWS), index=1, horizontal=True)
     hours, bucket = WINDOWS[window]
     summary = session.call(session.client().monitoring, hours, bucket)

@@ -56,10 +56,12 @@ class JournalEntryOut(BaseModel):
 def journal_entries(
     services: ServicesDep,
     _: Reviewer,
-    kind: Annotated[str | None, Query(pattern="^(drift|performance|retraining|model)$")] = None,
+    kind: Annotated[
+        str | None, Query(pattern="^(drift|performance|retraining|model|alert)$")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> list[JournalEntryOut]:
-    """Drift checks, quality measurements and retraining decisions, newest first."""
+    """Drift checks, quality measurements, retraining decisions and alerts, newest first."""
     from prodclass.monitoring import journal
 
     return [
