@@ -1,6 +1,6 @@
 """The monitoring journal: one row per drift check, quality measurement, retraining
-decision and failed recovery of the serving model, with a sentence for people and the numbers
-for machines."""
+decision, failed recovery of the serving model and A/B test change (who did it), with a
+sentence for people and the numbers for machines."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from sqlalchemy import select
 from prodclass.db.session import session_scope
 from prodclass.db.tables import JournalEntry
 
-KINDS = ("drift", "performance", "retraining", "model")  # model: a failing model load
+# model: a failing model load; ab: a live A/B test started, changed, stopped or decided
+KINDS = ("drift", "performance", "retraining", "model", "ab")
 
 
 def write(

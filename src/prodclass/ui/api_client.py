@@ -162,6 +162,10 @@ class ApiClient:
         params: dict[str, Any] = {"limit": limit} | ({"kind": kind} if kind else {})
         return self._json("GET", "/monitoring/journal", params=params)
 
+    def ab_test(self) -> dict[str, Any]:
+        """The live A/B test (or null) and its per-arm numbers (``GET /models/ab``)."""
+        return self._json("GET", "/models/ab")
+
     def monitoring(self, hours: float = 24, bucket_minutes: int = 60) -> dict[str, Any]:
         params = {"hours": hours, "bucket_minutes": bucket_minutes}
         return self._json("GET", "/monitoring/summary", params=params)

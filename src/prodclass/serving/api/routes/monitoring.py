@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from prodclass.data.layout import ChallengeLayout, read_labels
 from prodclass.db.tables import PredictionRecord
+from prodclass.serving.ab_testing import SHADOW
 from prodclass.serving.api.deps import Reviewer, ServicesDep, SessionDep
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
@@ -56,10 +57,11 @@ class JournalEntryOut(BaseModel):
 def journal_entries(
     services: ServicesDep,
     _: Reviewer,
-    kind: Annotated[str | None, Query(pattern="^(drift|performance|retraining|model)$")] = None,
+    kind: Annotated[str | None, Query(pattern="^(drift|performance|retraining|model|ab)$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> list[JournalEntryOut]:
-    """Drift checks, quality measurements and retraining decisions, newest first."""
+    """Drift checks, quality measurements, retraining decisions and A/B test changes, newest
+    first."""
     from prodclass.monitoring import journal
 
     return [
@@ -97,9 +99,8 @@ def summary(
         PredictionRecord.prdtypecode,
         PredictionRecord.inputs,
     )
-    rows = session.execute(
-        select(*columns).where(PredictionRecord.created_at >= since).limit(MAX_ROWS)
-    ).all()
+    answered = (PredictionRecord.created_at >= since) & (PredictionRecord.arm != SHADOW)
+    rows = session.execute(select(*columns).where(answered).limit(MAX_ROWS)).all()
     frame = pd.DataFrame(rows, columns=["created_at", "latency_ms", "prdtypecode", "inputs"])
     try:
         training = training_shares(services.settings.data_dir.resolve())
