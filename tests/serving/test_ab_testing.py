@@ -48,6 +48,7 @@ from prodclass.serving.shadow import ShadowRunner
 from prodclass.settings import Settings, get_settings
 from prodclass.training.metrics import classification_metrics
 from tests.conftest import PER_CODE, SIX_CODES
+from tests.servers import wait_for
 from tests.serving.conftest import PASSWORDS, Served, login, wait_ready, wait_serving
 
 MODEL_NAME = "prodclass-ab"
@@ -294,12 +295,17 @@ def test_a_replica_follows_a_change_made_elsewhere_within_its_cache_time(ab_clie
     set once its cached copy is older than its cache time."""
     services = ab_client.app.state.services
     replica = AbRouter(ab_served.settings.db_url, 1.0, services.ab.versions, services.ab.shadow)
-    assert replica.test() is None
-    set_test(ab_served.settings.db_url, ab_served.challenger, "split", 0.2, None, "elsewhere")
-    assert replica.test() is None  # cached
-    time.sleep(1.1)
-    seen = replica.test()
-    assert seen is not None and seen.challenger_share == 0.2 and seen.started_by == "elsewhere"
+    replica.start()
+    try:
+        assert replica.test() is None
+        set_test(ab_served.settings.db_url, ab_served.challenger, "split", 0.2, None, "elsewhere")
+        assert replica.test() is None  # what it read last
+        seen = wait_for(replica.test, "the replica to read the new test", timeout=3)
+        assert seen.challenger_share == 0.2 and seen.started_by == "elsewhere"
+        stop_test(ab_served.settings.db_url, "elsewhere")
+        wait_for(lambda: replica.test() is None, "the replica to read the stop", timeout=3)
+    finally:
+        replica.stop()
 
 
 # ---- shadow mode ----------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -153,8 +152,10 @@ class Plan:
 
 
 class AbRouter:
-    """The running test as this replica knows it (read again after ``cache_seconds``), the
-    challenger kept loaded in ``versions``, and the shadow runner."""
+    """The running test as this replica knows it, the challenger kept loaded in ``versions``,
+    and the shadow runner. A thread reads the test again every ``cache_seconds`` (0: at every
+    request), so no prediction waits on the database, even while it is down (the last test
+    read stays in force)."""
 
     def __init__(
         self, db_url: str, cache_seconds: float, versions: VersionSlots, shadow: ShadowRunner
@@ -164,27 +165,35 @@ class AbRouter:
         self.versions = versions
         self.shadow = shadow
         self._test: AbTestConfig | None = None
-        self._read_at = float("-inf")
-        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.refresh()
+        if self.cache_seconds > 0:
+            self._thread = threading.Thread(target=self._follow, name="ab-test", daemon=True)
+            self._thread.start()
 
     def test(self) -> AbTestConfig | None:
-        """The running test, at most ``cache_seconds`` old; the last one known while the
-        database does not answer."""
-        if time.monotonic() - self._read_at < self.cache_seconds:
-            return self._test
-        with self._lock:
-            if time.monotonic() - self._read_at >= self.cache_seconds:
-                try:
-                    self._test = running_test(self.db_url)
-                except Exception as exc:  # noqa: BLE001 (database down: keep what we know)
-                    log.warning("cannot read the A/B test, keeping the last known: %s", exc)
-                self._read_at = time.monotonic()
-                self.versions.pin(self._test.challenger_version if self._test else None)
+        """The running test, read at most ``cache_seconds`` ago."""
+        if self.cache_seconds <= 0:
+            self.refresh()
         return self._test
 
-    def forget(self) -> None:
-        """Read the test again at the next request (this replica just changed it)."""
-        self._read_at = float("-inf")
+    def refresh(self) -> None:
+        """Read the running test now (this replica just changed it, or its turn came)."""
+        try:
+            self._test = running_test(self.db_url)
+        except Exception as exc:  # noqa: BLE001 (database down: keep what we know)
+            log.warning("cannot read the A/B test, keeping the last known: %s", exc)
+            return
+        self.versions.pin(self._test.challenger_version if self._test else None)
+        if self._test is not None:  # load it now, not at the first product it should answer
+            self.challenger(self._test)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.cache_seconds):
+            self.refresh()
 
     def challenger(self, test: AbTestConfig) -> Predictor | None:
         """The challenger's predictor, or None while it loads or when it cannot be served
@@ -203,6 +212,13 @@ class AbRouter:
             arms = [split_arm(product_key(p), test.challenger_share) for p in products]
         return Plan(test, arms, challenger)
 
+    def stop(self) -> None:
+        """Stop following the database."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
     def close(self) -> None:
+        self.stop()
         self.shadow.stop()
         self.versions.close()

@@ -141,6 +141,7 @@ class Services:
         revocations.start()
         slot.request_load(settings.model_uri, fallback=True)
         services.watcher.start()
+        services.ab.start()
         return services
 
     def stop(self) -> None:

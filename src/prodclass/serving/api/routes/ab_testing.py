@@ -135,7 +135,7 @@ def delete_ab_test(services: ServicesDep, admin: Admin) -> AbStatusOut:
     stopped = stop_test(services.db_url, admin.username)
     if stopped is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no A/B test is running")
-    services.ab.forget()
+    services.ab.refresh()
     summary = f"A/B test of version {stopped.challenger_version} stopped by {admin.username}"
     details = {"action": "stop", "by": admin.username, "test": stopped.to_dict()}
     _journal(services, summary, details, stopped.challenger_version)
@@ -157,7 +157,7 @@ def promote_challenger(services: ServicesDep, admin: Admin) -> PromotionOut:
     name = services.settings.registered_model_name
     previous = registry.promote(name, test.challenger_version)
     stop_test(services.db_url, admin.username)
-    services.ab.forget()
+    services.ab.refresh()
     shown = "; ".join(
         f"{d['mode']}: {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
         if d["difference"] is not None
@@ -203,7 +203,7 @@ def _set(services: Services, body: AbTestIn, who: str) -> AbStatusOut:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     share = (body.challenger_percent or 0.0) / 100 if body.mode == SPLIT else 0.0
     test, before = set_test(services.db_url, version, body.mode, share, champion_version, who)
-    services.ab.forget()
+    services.ab.refresh()
     verb = "changed" if before is not None and before.id == test.id else "started"
     _journal(
         services,
