@@ -233,6 +233,29 @@ class Settings(BaseSettings):
         "/monitoring/alerts (its webhook's credentials_file holds the same); unset: the route "
         "takes only an admin's access token.",
     )
+    ab_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a replica keeps the live A/B test's settings read from the "
+        "database before reading them again (every replica follows a change within it).",
+    )
+    ab_shadow_queue_limit: int = Field(
+        default=64,
+        ge=1,
+        description="Products waiting for the challenger in A/B shadow mode; beyond it they are "
+        "dropped and counted (the champion's answer never waits for the challenger).",
+    )
+    api_version_slots: int = Field(
+        default=2,
+        ge=1,
+        description="Model versions besides the champion kept loaded (the A/B challenger, "
+        "versions asked by /predict's model_version); the least recently used is evicted.",
+    )
+    api_version_load_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a request naming a model version waits for it to load.",
+    )
     retrain_job: Literal["retraining", "training"] = Field(
         default="retraining",
         description="The Dagster job `POST /training/runs` asks the Dagster instance to run.",

@@ -18,11 +18,12 @@ Excluded operations, and why:
 - ``POST /models/{version}/load`` and its alias ``POST /models/load/{version}``: start a
   background load and swap of the serving model (a generated "3" loads the deliberately
   corrupt version); what follows depends on timing, not on the request.
-- ``POST /models/{version}/promote`` and ``POST /models/rollback``: move the ``champion`` alias
-  in the MLflow registry that the other test modules share, and start a load.
+- ``POST /models/{version}/promote``, ``POST /models/rollback`` and
+  ``POST /models/ab/promote``: move the ``champion`` alias in the MLflow registry that the
+  other test modules share, and start a load.
   (Their input handling, a non-numeric or unknown version, is tested in tests/serving.)
 
-Budget: 33 operations fuzzed, ``EXAMPLES`` (17) generated requests per operation plus
+Budget: 37 operations fuzzed, ``EXAMPLES`` (17) generated requests per operation plus
 schemathesis' explicit examples and boundary cases, each sent as the admin and replayed with a
 ``reviewer`` and a ``client`` token (refused or answered, never a 5xx; what the admin and the
 reviewer are answered must match the document); a 4xx must be JSON with a ``detail``. The
@@ -68,6 +69,7 @@ EXCLUDED = {
     ("POST", "/models/load/{version}"),
     ("POST", "/models/{version}/promote"),
     ("POST", "/models/rollback"),
+    ("POST", "/models/ab/promote"),
 }
 
 # The document the app serves; it does not depend on settings (checked against the running

@@ -57,6 +57,11 @@ LEAST_ROLE = {
     ("GET", "/models/{version}/confusion-matrix"): "client",
     ("POST", "/models/{version}/promote"): "admin",
     ("POST", "/models/rollback"): "admin",
+    ("GET", "/models/ab"): "reviewer",
+    ("PUT", "/models/ab"): "admin",
+    ("POST", "/models/ab"): "admin",
+    ("DELETE", "/models/ab"): "admin",
+    ("POST", "/models/ab/promote"): "admin",
     ("POST", "/training/runs"): "admin",
     ("GET", "/training/runs/latest"): "admin",
     ("GET", "/predictions"): "reviewer",
@@ -71,7 +76,12 @@ LEAST_ROLE = {
 }
 # Called with an allowed role they would act on shared state (start a training run, move the
 # champion alias): their allowed side is covered in test_api.py, their refusals here.
-SIDE_EFFECTS = {("POST", "/training/runs"), ("POST", "/models/rollback")}
+SIDE_EFFECTS = {
+    ("POST", "/training/runs"),
+    ("POST", "/models/rollback"),
+    ("DELETE", "/models/ab"),
+    ("POST", "/models/ab/promote"),
+}
 PLACEHOLDERS = {
     "{username}": "nobody-here",
     "{version}": "999",

@@ -320,6 +320,29 @@ def test_monitoring_page_shows_firing_alerts_before_resolved_ones(ui_settings, s
     assert table.set_index("name").loc["ProdclassSlowPredictions", "status"] == "resolved"
 
 
+def test_monitoring_page_shows_the_ab_test_per_arm(ui_settings, served):
+    admin = {"Authorization": f"Bearer {_token(ui_settings, 'admin')}"}
+    body = {"challenger": served.text_version, "challenger_percent": 30}
+    started = httpx.put(f"{ui_settings}/models/ab", json=body, headers=admin, timeout=300)
+    assert started.status_code == 200, started.text
+    try:
+        products = [{"designation": "Tapis de jeu", "product_id": f"ui-{i}"} for i in range(30)]
+        answered = httpx.post(
+            f"{ui_settings}/predict/batch", json={"products": products}, headers=admin, timeout=120
+        )
+        assert answered.status_code == 200, answered.text
+        at = _page("monitoring", ui_settings, "reviewer")
+        assert not at.exception
+        text = _text(at)
+        assert "A/B test" in text
+        assert f"Version {served.text_version} answers 30 % of the products" in text
+        (arms,) = [d.value for d in at.dataframe if "arm" in d.value.columns]
+        assert set(arms["arm"]) == {"champion", "challenger"}
+        assert arms["predictions"].sum() == 30
+    finally:
+        httpx.delete(f"{ui_settings}/models/ab", headers=admin)
+
+
 def test_search_asks_for_words_and_explains_a_model_without_a_shared_space(ui_settings):
     at = _page("search", ui_settings, "client")
     at.button[0].click().run()

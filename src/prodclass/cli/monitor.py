@@ -1,4 +1,5 @@
-"""`prodclass monitor ...`: drift checks, quality from feedback, the monitoring journal."""
+"""`prodclass monitor ...`: drift checks, quality from feedback, live A/B tests, the monitoring
+journal."""
 
 from __future__ import annotations
 
@@ -61,11 +62,62 @@ def quality(
     write_json(report, None)
 
 
+@app.command("ab")
+def ab_test(
+    since: Annotated[
+        str | None, typer.Option(help="24h, 7d, 90m or an ISO time; default: the test's start.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+) -> None:
+    """The live A/B test per arm: predictions, mean confidence, latency p50/p95, reviewed
+    predictions and their weighted F1, and the challenger's F1 minus the champion's with a
+    95 % bootstrap interval (paired in shadow mode). Promoting is the admin's decision."""
+    from datetime import UTC, datetime, timedelta
+
+    from prodclass.monitoring.ab_report import ab_report, report_lines
+    from prodclass.monitoring.check import parse_since
+    from prodclass.serving.ab_testing import running_test
+
+    config = settings()
+    with user_errors():
+        running = running_test(config.db_url)
+        test = running.to_dict() if running else None
+        start = (
+            parse_since(since)
+            if since
+            else running.started_at
+            if running
+            else datetime.now(UTC) - timedelta(days=7)
+        )
+        report = ab_report(config.db_url, start)
+    if as_json:
+        shown = {k: str(v) if isinstance(v, datetime) else v for k, v in (test or {}).items()}
+        write_json(report | {"test": shown or None}, None)
+        return
+    if running is None:
+        typer.echo("no A/B test is running")
+    else:
+        share = (
+            f"{running.challenger_share:.0%} of products" if running.mode == "split" else "shadow"
+        )
+        typer.echo(
+            f"A/B test: challenger version {running.challenger_version} ({share}) against "
+            f"champion {running.champion_version}, started "
+            f"{running.started_at:%Y-%m-%d %H:%M} by {running.started_by}"
+        )
+    typer.echo(f"predictions since {start:%Y-%m-%d %H:%M} UTC")
+    if not report["arms"]:
+        typer.echo("no prediction logged")
+        return
+    for line in report_lines(report):
+        typer.echo(line)
+
+
 @app.command("journal")
 def show_journal(
     limit: Annotated[int, typer.Option(help="Entries, newest first.")] = 20,
     kind: Annotated[
-        str | None, typer.Option(help="drift, performance, retraining, model or alert.")
+        str | None, typer.Option(help="drift, performance, retraining, model, alert or ab.")
     ] = None,
 ) -> None:
     """The monitoring journal: drift checks, quality, retraining decisions, alerts."""

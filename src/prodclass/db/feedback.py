@@ -29,6 +29,11 @@ def record_feedback(
     prediction = session.get(PredictionRecord, prediction_id)
     if prediction is None:
         raise LookupError(f"no prediction {prediction_id}")
+    if prediction.shadow_of is not None:  # its product is reviewed through the answer given
+        raise FeedbackError(
+            f"prediction {prediction_id} is a shadow answer that no client saw; review "
+            f"prediction {prediction.shadow_of}"
+        )
     feedback = Feedback(
         prediction_id=prediction_id,
         username=username,

@@ -86,6 +86,10 @@ class PredictionRecord(Base):
     probability: Mapped[float] = mapped_column(Float)
     top: Mapped[list] = mapped_column(JSON)  # [{prdtypecode, probability}, ...]
     latency_ms: Mapped[float] = mapped_column(Float)
+    # which model answered: champion, challenger (A/B split), requested (a version asked by
+    # name) or shadow (a challenger's answer that was never returned, to ``shadow_of``)
+    arm: Mapped[str] = mapped_column(String(16), default="champion", server_default="champion")
+    shadow_of: Mapped[str | None] = mapped_column(String(36), index=True)
 
 
 class Feedback(Base):
@@ -128,3 +132,24 @@ class RetrainingRequest(Base):
     job: Mapped[str] = mapped_column(String(64))
     requested_by: Mapped[str] = mapped_column(String(64))
     requested_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+
+
+class AbTest(Base):
+    """A live A/B test of the champion against a challenger version, one row per test, shared
+    by every API replica: ``split`` sends ``challenger_share`` of the products (by a stable hash
+    of their identifier) to the challenger; ``shadow`` has the challenger predict every
+    product in the background. The running test is the one not stopped."""
+
+    __tablename__ = "ab_tests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    challenger_version: Mapped[str] = mapped_column(String(32))
+    champion_version: Mapped[str | None] = mapped_column(String(32))  # when it started
+    mode: Mapped[str] = mapped_column(String(16))  # split | shadow
+    challenger_share: Mapped[float] = mapped_column(Float)  # 0 to 0.5 (split)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    started_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64))
+    stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    stopped_by: Mapped[str | None] = mapped_column(String(64))

@@ -62,7 +62,7 @@ def logged_products(
                 PredictionRecord.prdtypecode,
                 PredictionRecord.probability,
                 PredictionRecord.model_version,
-            ).where(PredictionRecord.created_at >= since)
+            ).where(PredictionRecord.created_at >= since, PredictionRecord.shadow_of.is_(None))
         ).all()
 
     def photo_file(sha: str | None) -> Path | None:

@@ -1,6 +1,6 @@
 """The monitoring journal: one row per drift check, quality measurement, retraining
-decision, failed recovery of the serving model and alert (firing or resolved) Alertmanager sent,
-with a sentence for people and the numbers for machines."""
+decision, failed recovery of the serving model, alert (firing or resolved) Alertmanager sent and
+A/B test change (who did it), with a sentence for people and the numbers for machines."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from prodclass.db.session import session_scope
 from prodclass.db.tables import JournalEntry
 
-# model: a failing model load; alert: a notification of Alertmanager's webhook
-KINDS = ("drift", "performance", "retraining", "model", "alert")
+# model: a failing model load; alert: a notification of Alertmanager's webhook; ab: a live A/B
+# test started, changed, stopped or decided
+KINDS = ("drift", "performance", "retraining", "model", "alert", "ab")
 
 
 def write(

@@ -111,6 +111,21 @@ def champion_version(name: str) -> str | None:
     return alias_version(name, CHAMPION)
 
 
+def require_version(name: str, ref: str) -> str:
+    """The registered version ``ref`` names: a version number, or an alias (``champion``,
+    ``challenger``); RegistryError says why there is none."""
+    if not ref.isdigit():
+        version = alias_version(name, ref)
+        if version is None:
+            raise RegistryError(f"model {name} has no version or alias {ref!r}")
+        return version
+    try:
+        MlflowClient().get_model_version(name, ref)
+    except MlflowException:
+        raise RegistryError(f"model {name} has no version {ref}") from None
+    return ref
+
+
 def challenger_version(name: str) -> str | None:
     return alias_version(name, CHALLENGER)
 

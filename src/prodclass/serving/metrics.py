@@ -71,6 +71,32 @@ LOG_DEAD_LETTERS = Counter(
     "Prediction records the database refused, kept in the dead-letter file",
 )
 
+# ---- live A/B tests (serving/ab_testing.py): every answer by the arm that gave it -----------
+AB_PREDICTIONS = Counter(
+    "prodclass_ab_predictions_total",
+    "Products answered, by arm (champion, challenger, requested, shadow) and model version",
+    ["arm", "version"],
+)
+AB_LATENCY = Histogram(
+    "prodclass_ab_prediction_duration_seconds",
+    "Time from queueing a product to its answer, by arm (shadow: the challenger's call)",
+    ["arm"],
+    buckets=LATENCY_BUCKETS,
+)
+AB_CONFIDENCE = Histogram(
+    "prodclass_ab_confidence",
+    "Probability of the answered category, by arm",
+    ["arm"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+AB_SHADOW_DROPPED = Counter(
+    "prodclass_ab_shadow_dropped_total",
+    "Products the challenger did not shadow because its queue was full",
+)
+AB_SHADOW_DEPTH = Gauge(
+    "prodclass_ab_shadow_queue_depth", "Products waiting for the challenger in shadow mode"
+)
+
 # ---- from the monitoring journal (refreshed by serving/watcher.py) ---------------------------
 DRIFT_DETECTED = Gauge(
     "prodclass_drift_detected", "1 when the latest drift check found drift, else 0"

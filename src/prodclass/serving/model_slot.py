@@ -76,8 +76,10 @@ class ModelSlot:
         max_image_bytes: int = 10 * 1024 * 1024,
         cache: ModelCache | None = None,
         tracking_uri: str = "",
+        advertise: bool = True,
     ) -> None:
         self.torch_threads = torch_threads
+        self.advertise = advertise  # the serving model's gauge: off for versions kept aside
         self.max_image_bytes = max_image_bytes
         self.cache = cache
         self.tracking_uri = tracking_uri
@@ -122,9 +124,9 @@ class ModelSlot:
 
     def close(self) -> None:
         """Stop advertising the served model (the process is shutting down)."""
-        if self._current is not None:
+        if self._current is not None and self.advertise:
             metrics.MODEL_INFO.remove(*_info_labels(self._current))
-            self._current = None
+        self._current = None
 
     def registry_problem(self) -> str | None:
         """Why the model registry does not answer now, or None (see ``model_cache.py``)."""
@@ -169,9 +171,10 @@ class ModelSlot:
         status.version = predictor.model_version or status.version
         status.state, status.finished = "serving", time.time()
         metrics.MODEL_LOADS.inc()
-        if previous is not None:
-            metrics.MODEL_INFO.remove(*_info_labels(previous))
-        metrics.MODEL_INFO.labels(*_info_labels(predictor)).set(1)
+        if self.advertise:
+            if previous is not None:
+                metrics.MODEL_INFO.remove(*_info_labels(previous))
+            metrics.MODEL_INFO.labels(*_info_labels(predictor)).set(1)
         log.info(
             "serving model %s (version %s, from the %s) after %.1f s",
             status.uri,

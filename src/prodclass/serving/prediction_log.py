@@ -18,6 +18,7 @@ the refused records are found; each is appended, with the reason, to the dead-le
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import threading
@@ -25,9 +26,9 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DataError, IntegrityError
@@ -36,6 +37,10 @@ from prodclass.db.session import session_scope
 from prodclass.db.tables import PredictionRecord
 from prodclass.photo_store import PhotoStore
 from prodclass.serving import metrics
+
+if TYPE_CHECKING:
+    from prodclass.serving.json_products import ReceivedProduct
+    from prodclass.serving.predictor import ModelIdentity, Prediction, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +72,54 @@ class LogRecord:
     probability: float
     top: list[dict[str, Any]]
     latency_ms: float
+    arm: str = "champion"  # champion, challenger, requested or shadow (serving/ab_testing.py)
+    shadow_of: str | None = None  # a shadow answer: the prediction the client was given
     image: bytes | None = field(default=None, repr=False)  # in the photo store, not the table
 
     def row(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("image")
         return data
+
+    @classmethod
+    def answered(
+        cls,
+        record_id: str,
+        username: str | None,
+        product: ReceivedProduct,
+        prediction: Prediction,
+        predictor: Predictor | ModelIdentity,  # an endpoint names its model per answer
+        latency_ms: float,
+        arm: str = "champion",
+        shadow_of: str | None = None,
+    ) -> LogRecord:
+        """The record of one product answered by ``predictor`` (a shadow answer leaves the
+        photo to the record of the answer given)."""
+        text = f"{product.input.designation}\n{product.input.description}"
+        return cls(
+            id=record_id,
+            created_at=datetime.now(UTC),
+            username=username,
+            model_uri=predictor.model_uri,
+            model_version=predictor.model_version,
+            product_id=product.input.product_id,
+            imageid=product.imageid,
+            product_identifier=product.product_identifier,
+            designation=product.input.designation,
+            description=product.input.description,
+            text_sha256=hashlib.sha256(text.encode()).hexdigest() if text.strip() else None,
+            image_sha256=prediction.image_sha256,
+            inputs=prediction.inputs,
+            prdtypecode=prediction.prdtypecode,
+            probability=prediction.top[0].probability,
+            top=[
+                {"prdtypecode": s.prdtypecode, "probability": s.probability} for s in prediction.top
+            ],
+            latency_ms=round(latency_ms, 2),
+            arm=arm,
+            shadow_of=shadow_of,
+            image=product.input.image if shadow_of is None else None,
+        )
 
 
 class PredictionLog:

@@ -48,6 +48,7 @@ class _Job:
     products: list[ProductInput]
     top_k: int
     embed: bool = False  # the answer carries the products' vectors
+    predictor: Predictor | None = None  # a given version (A/B challenger...); None: the slot's
     future: Future[Answer] = field(default_factory=Future)
 
 
@@ -82,13 +83,14 @@ class PredictionQueue:
         top_k: int,
         wait_seconds: float = 0.0,
         embed: bool = False,
+        predictor: Predictor | None = None,
     ) -> Future[Answer]:
-        """Queue one request's products (``embed``: with their vectors). Refused with
-        OverloadedError when the queue is full (after waiting up to ``wait_seconds`` for room:
-        batch pages wait, single requests not)."""
-        if self.slot.current is None:
+        """Queue one request's products (``embed``: with their vectors) for ``predictor``, by
+        default the slot's serving one. Refused with OverloadedError when the queue is full
+        (after waiting up to ``wait_seconds`` for room: batch pages wait, single requests not)."""
+        if predictor is None and self.slot.current is None:
             raise NoModelError("no model is loaded yet")
-        job = _Job(list(products), top_k, embed)
+        job = _Job(list(products), top_k, embed, predictor)
         deadline = time.monotonic() + wait_seconds
         with self._cond:
             while self._waiting > 0 and self._waiting + len(job.products) > self.limit:
@@ -127,7 +129,11 @@ class PredictionQueue:
             deadline = time.monotonic() + self.max_wait
             while size < self.max_batch_size:
                 if self._jobs:
-                    if size + len(self._jobs[0].products) > self.max_batch_size:
+                    following = self._jobs[0]
+                    if (
+                        size + len(following.products) > self.max_batch_size
+                        or following.predictor is not jobs[0].predictor  # one model per call
+                    ):
                         break
                     jobs.append(self._jobs.popleft())
                     size += len(jobs[-1].products)
@@ -143,7 +149,8 @@ class PredictionQueue:
 
     def _work(self) -> None:
         while (jobs := self._take()) is not None:
-            predictor = self.slot.current  # one predictor for the whole call, even mid-swap
+            # one predictor for the whole call, even mid-swap
+            predictor = jobs[0].predictor or self.slot.current
             if predictor is None:
                 for job in jobs:
                     job.future.set_exception(NoModelError("no model is loaded"))

@@ -474,6 +474,45 @@ def paired_difference(
     return out
 
 
+def paired_f1_difference(
+    y_true: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Interval:
+    """Weighted F1 of ``pred_a`` minus ``pred_b`` on the same products (two models that both
+    answered each one: shadow traffic), with its 95 % paired-bootstrap interval."""
+    y_true, pred_a, pred_b = (np.asarray(v, dtype=np.int64) for v in (y_true, pred_a, pred_b))
+    classes = np.union1d(np.union1d(y_true, pred_a), pred_b)
+    (wa, _), (wb, _) = _bootstrap_f1(y_true, [pred_a, pred_b], classes, resamples, seed)
+    point = (
+        classification_metrics(y_true, pred_a)["weighted_f1"]
+        - classification_metrics(y_true, pred_b)["weighted_f1"]
+    )
+    return _interval(point, wa - wb)
+
+
+def unpaired_f1_difference(
+    a: tuple[np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Interval:
+    """Weighted F1 of ``a`` minus ``b``, each ``(truth, predicted)`` on products of its own
+    (the two arms of a traffic split), each resampled on its own: the 95 % bootstrap
+    interval of the difference."""
+    (ya, pa), (yb, pb) = ((np.asarray(t, np.int64), np.asarray(p, np.int64)) for t, p in (a, b))
+    classes = np.union1d(np.union1d(ya, pa), np.union1d(yb, pb))
+    ((wa, _),) = _bootstrap_f1(ya, [pa], classes, resamples, seed)
+    ((wb, _),) = _bootstrap_f1(yb, [pb], classes, resamples, seed + 1)
+    point = (
+        classification_metrics(ya, pa)["weighted_f1"]
+        - classification_metrics(yb, pb)["weighted_f1"]
+    )
+    return _interval(point, wa - wb)
+
+
 def per_class_changes(result_a: CVResult, result_b: CVResult) -> dict[str, dict[str, float]]:
     """Per prdtypecode, F1 and recall of ``a`` and ``b`` and a's change, on common products."""
     ia, ib = _common(result_a, result_b)

@@ -166,6 +166,10 @@ class ApiClient:
         """Recent alerts Alertmanager sent, firing first."""
         return self._json("GET", "/monitoring/alerts", params={"limit": limit})
 
+    def ab_test(self) -> dict[str, Any]:
+        """The live A/B test (or null) and its per-arm numbers (``GET /models/ab``)."""
+        return self._json("GET", "/models/ab")
+
     def monitoring(self, hours: float = 24, bucket_minutes: int = 60) -> dict[str, Any]:
         params = {"hours": hours, "bucket_minutes": bucket_minutes}
         return self._json("GET", "/monitoring/summary", params=params)

@@ -26,6 +26,7 @@ from prodclass.registry.model_registry import RegistryError
 from prodclass.serving import metrics
 from prodclass.serving.api.deps import storable_url
 from prodclass.serving.api.routes import (
+    ab_testing,
     alerts,
     auth,
     feedback,
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         users,
         predict,
         similarity,
+        ab_testing,  # before models: /models/ab/... is no version
         models,
         training,
         predictions,

@@ -99,6 +99,11 @@ class PredictionOut(BaseModel):
     imageid: str | None = None
     product_identifier: str | None = None
     latency_ms: float
+    arm: str = Field(
+        default="champion",
+        description="Which model answered: champion, challenger (a live A/B test gave this "
+        "product to the challenger), or requested (the version asked for by model_version).",
+    )
     embeddings: list[EmbeddingOut] | None = Field(
         default=None,
         description="Only when asked (`return_embedding`): the product in the serving model's "
@@ -128,6 +133,21 @@ class BatchIn(BaseModel):
     return_embedding: bool = Field(
         default=False, description="Also answer each product's vectors (`embeddings`)."
     )
+
+
+ModelVersionRef = Annotated[
+    str,
+    Field(
+        max_length=32,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        description="A registered version number, or an alias (champion, challenger); "
+        "admins and reviewers only.",
+    ),
+]
+
+
+class PredictBatchIn(BatchIn):
+    model_version: ModelVersionRef | None = None
 
 
 class BatchOut(BaseModel):

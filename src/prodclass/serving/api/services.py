@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from prodclass.db.session import check_schema
 from prodclass.photo_store import PhotoStore, open_photo_store
+from prodclass.serving.ab_testing import AbRouter
 from prodclass.serving.login_throttle import LoginThrottle
 from prodclass.serving.model_cache import ModelCache, registry_problem
 from prodclass.serving.model_slot import ModelSlot
@@ -19,9 +20,11 @@ from prodclass.serving.rate_limit import RateLimiter
 from prodclass.serving.remote_predictor import EndpointSlot
 from prodclass.serving.retraining import Retrainer
 from prodclass.serving.security import RevocationList, TokenIssuer, check_production_secrets
+from prodclass.serving.shadow import ShadowRunner
 from prodclass.serving.shared_revocations import SharedRevocations
 from prodclass.serving.shared_state import SharedState
 from prodclass.serving.similarity import CatalogueIndex
+from prodclass.serving.version_slots import VersionSlots
 from prodclass.serving.watcher import Watcher
 from prodclass.settings import Settings
 
@@ -42,6 +45,7 @@ class Services:
     retrainer: Retrainer  # asks the Dagster instance for retraining runs
     watcher: Watcher
     shared: SharedState  # Redis (PRODCLASS_REDIS_URL) or this process's memory
+    ab: AbRouter  # the live A/B test, the versions served beside the champion, shadowing
     # the catalogue index of the serving version, loaded on first use (routes/similarity.py)
     similarity_index: CatalogueIndex | None = None
     index_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -69,6 +73,21 @@ class Services:
         photos = open_photo_store(settings)
         log.info("photos clients send are kept in %s", photos.describe())
         log.info("sign-in failures, rate limits and revocations shared in %s", shared.describe())
+        prediction_log = PredictionLog(
+            settings.db_url,
+            photos,
+            settings.state_dir / "prediction-log-spill.jsonl",
+            flush_seconds=settings.prediction_log_flush_seconds,
+            memory_limit=settings.prediction_log_memory_limit,
+        )
+        versions = VersionSlots(
+            settings.registered_model_name,
+            settings.api_version_slots,
+            settings.api_version_load_seconds,
+            settings.api_torch_threads,
+            settings.api_max_upload_bytes,
+            settings.tracking_uri,
+        )
         revocations = RevocationList(
             settings.db_url, shared=SharedRevocations(shared) if shared.client else None
         )
@@ -82,13 +101,7 @@ class Services:
                 max_wait_ms=settings.api_max_batch_wait_ms,
                 limit=settings.api_queue_limit,
             ),
-            prediction_log=PredictionLog(
-                settings.db_url,
-                photos,
-                settings.state_dir / "prediction-log-spill.jsonl",
-                flush_seconds=settings.prediction_log_flush_seconds,
-                memory_limit=settings.prediction_log_memory_limit,
-            ),
+            prediction_log=prediction_log,
             photos=photos,
             limiter=RateLimiter(
                 settings.api_rate_limit_per_minute, settings.api_rate_limit_burst, shared
@@ -114,16 +127,24 @@ class Services:
                 settings.monitoring_refresh_seconds,
             ),
             shared=shared,
+            ab=AbRouter(
+                settings.db_url,
+                settings.ab_cache_seconds,
+                versions,
+                ShadowRunner(prediction_log, settings.ab_shadow_queue_limit),
+            ),
         )
         services.prediction_log.start()
         revocations.start()
         services.watcher.start()
+        services.ab.start()
         return services
 
     def stop(self) -> None:
         self.revocations.stop()
         self.watcher.stop()
         self.queue.stop()
+        self.ab.close()
         self.prediction_log.stop()
         self.slot.close()
         self.shared.close()

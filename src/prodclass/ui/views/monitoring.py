@@ -54,10 +54,49 @@ def _alerts() -> None:
     st.dataframe(table, hide_index=True, use_container_width=True)
 
 
+def _ab_test() -> None:
+    """The live A/B test: per-arm numbers and the challenger's F1 difference (what
+    `prodclass monitor ab` prints). Promoting from them is an admin's decision."""
+    ab = session.call(session.client().ab_test)
+    if ab is None:
+        return
+    test = ab["test"]
+    if test is None and not any(arm["arm"] != "champion" for arm in ab["arms"]):
+        return  # no test now, none in the last days: nothing to compare
+    st.subheader("A/B test")
+    if test is None:
+        st.caption(f"No A/B test is running; numbers since {ab['since'][:16]}.")
+    elif test["mode"] == "split":
+        st.caption(
+            f"Version {test['challenger_version']} answers {test['challenger_percent']:g} % of "
+            f"the products, champion {test['champion_version']} the rest (since "
+            f"{test['started_at'][:16]}, by {test['started_by']})."
+        )
+    else:
+        st.caption(
+            f"Version {test['challenger_version']} shadows champion {test['champion_version']} "
+            f"(since {test['started_at'][:16]}, by {test['started_by']})."
+        )
+    if ab["arms"]:
+        arms = pd.DataFrame(ab["arms"])
+        arms["versions"] = arms["versions"].map(", ".join)
+        st.dataframe(arms, hide_index=True, use_container_width=True)
+    for d in ab["differences"]:
+        if d["difference"] is None:
+            st.info(f"{d['arm']} vs champion: {d['problem']}")
+        else:
+            kind = "paired" if d["paired"] else "unpaired"
+            st.write(
+                f"{d['arm']} minus champion, weighted F1: **{d['difference']:+.4f}** "
+                f"(95 % {kind} bootstrap interval [{d['low']:+.4f}, {d['high']:+.4f}])"
+            )
+
+
 def render() -> None:
     st.header("Monitoring")
     _drift_status()
     _alerts()
+    _ab_test()
     window = st.radio("Window", list(WINDOWS), index=1, horizontal=True)
     hours, bucket = WINDOWS[window]
     summary = session.call(session.client().monitoring, hours, bucket)

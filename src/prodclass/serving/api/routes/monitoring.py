@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from prodclass.data.layout import ChallengeLayout, read_labels
 from prodclass.db.tables import PredictionRecord
+from prodclass.serving.ab_testing import SHADOW
 from prodclass.serving.api.deps import Reviewer, ServicesDep, SessionDep
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
@@ -57,11 +58,12 @@ def journal_entries(
     services: ServicesDep,
     _: Reviewer,
     kind: Annotated[
-        str | None, Query(pattern="^(drift|performance|retraining|model|alert)$")
+        str | None, Query(pattern="^(drift|performance|retraining|model|alert|ab)$")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> list[JournalEntryOut]:
-    """Drift checks, quality measurements, retraining decisions and alerts, newest first."""
+    """Drift checks, quality measurements, retraining decisions, alerts and A/B test changes,
+    newest first."""
     from prodclass.monitoring import journal
 
     return [
@@ -99,9 +101,8 @@ def summary(
         PredictionRecord.prdtypecode,
         PredictionRecord.inputs,
     )
-    rows = session.execute(
-        select(*columns).where(PredictionRecord.created_at >= since).limit(MAX_ROWS)
-    ).all()
+    answered = (PredictionRecord.created_at >= since) & (PredictionRecord.arm != SHADOW)
+    rows = session.execute(select(*columns).where(answered).limit(MAX_ROWS)).all()
     frame = pd.DataFrame(rows, columns=["created_at", "latency_ms", "prdtypecode", "inputs"])
     try:
         training = training_shares(services.settings.data_dir.resolve())

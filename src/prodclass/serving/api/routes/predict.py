@@ -4,7 +4,6 @@ in the challenge layout streamed back as NDJSON). Every answered product is logg
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import time
@@ -12,7 +11,6 @@ import uuid
 import zipfile
 import zlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Annotated
 
@@ -21,13 +19,17 @@ from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
+from prodclass.registry.model_registry import require_version
+from prodclass.serving import metrics
+from prodclass.serving.ab_testing import CHALLENGER, CHAMPION, REQUESTED, Plan
 from prodclass.serving.api.deps import AnyUser, ServicesDep
 from prodclass.serving.api.schemas import (
-    BatchIn,
     BatchOut,
     CategoryOut,
     EmbeddingOut,
     ModelRef,
+    ModelVersionRef,
+    PredictBatchIn,
     PredictionOut,
     ProductIn,
     Storable,
@@ -45,11 +47,13 @@ from prodclass.serving.predictor import (
     Predictor,
 )
 from prodclass.serving.security import Principal
+from prodclass.serving.version_slots import VersionLoadError
 
 router = APIRouter(tags=["predict"])
 
 PAGE = 32  # products per model call when a batch is split into pages
 BATCH_WAIT_SECONDS = 30.0  # a batch page waits this long for room in the queue
+VERSION_ROLES = ("admin", "reviewer")  # who may ask for a model version by name
 
 
 def model_ref(services: Services, predictor: Predictor | ModelIdentity) -> ModelRef:
@@ -68,6 +72,7 @@ def _answer(
     prediction: Prediction,
     answer: Answer,
     latency_ms: float,
+    arm: str,
 ) -> tuple[PredictionOut, LogRecord]:
     top = [CategoryOut(**vars(score)) for score in prediction.top]
     served = prediction.served_by or answer.predictor  # an endpoint names its model per answer
@@ -89,28 +94,12 @@ def _answer(
         imageid=product.imageid,
         product_identifier=product.product_identifier,
         latency_ms=round(latency_ms, 2),
+        arm=arm,
     )
-    text = f"{product.input.designation}\n{product.input.description}"
-    record = LogRecord(
-        id=out.prediction_id,
-        created_at=datetime.now(UTC),
-        username=principal.username,
-        model_uri=served.model_uri,
-        model_version=served.model_version,
-        product_id=product.input.product_id,
-        imageid=product.imageid,
-        product_identifier=product.product_identifier,
-        designation=product.input.designation,
-        description=product.input.description,
-        text_sha256=hashlib.sha256(text.encode()).hexdigest() if text.strip() else None,
-        image_sha256=prediction.image_sha256,
-        inputs=prediction.inputs,
-        prdtypecode=prediction.prdtypecode,
-        probability=prediction.top[0].probability,
-        top=[{"prdtypecode": s.prdtypecode, "probability": s.probability} for s in prediction.top],
-        latency_ms=out.latency_ms,
-        image=product.input.image,
-    )
+    record = LogRecord.answered(
+        out.prediction_id, principal.username, product, prediction, served,
+        out.latency_ms, arm,
+    )  # fmt: skip
     return out, record
 
 
@@ -121,18 +110,93 @@ async def _predict_page(
     top_k: int,
     wait: float,
     embed: bool = False,
+    requested: Predictor | None = None,
 ) -> list[PredictionOut]:
+    """Answer a page: by ``requested`` (a version asked by name), else as the running A/B
+    test says (each product's arm; shadowed by the challenger in shadow mode)."""
+    if requested is not None:
+        arm = CHAMPION if requested is services.slot.current else REQUESTED
+        plan = Plan(None, [arm] * len(page), None)
+        predictors = {arm: requested}
+    else:
+        plan = services.ab.plan(page)
+        predictors = {CHAMPION: None, CHALLENGER: plan.challenger}
+    groups: dict[str, list[int]] = {}
+    for position, arm in enumerate(plan.arms):
+        groups.setdefault(arm, []).append(position)
     start = time.perf_counter()
-    future = services.queue.submit([p.input for p in page], top_k, wait_seconds=wait, embed=embed)
-    answer = await asyncio.wrap_future(future)
-    latency_ms = (time.perf_counter() - start) * 1000
-    outs, records = [], []
-    for product, prediction in zip(page, answer.predictions):
-        out, record = _answer(services, principal, product, prediction, answer, latency_ms)
-        outs.append(out)
-        records.append(record)
+    futures = {
+        arm: services.queue.submit(
+            [page[i].input for i in positions], top_k, wait, embed, predictors[arm]
+        )
+        for arm, positions in groups.items()
+    }
+
+    async def finish(arm: str) -> tuple[str, Answer, float]:
+        answer = await asyncio.wrap_future(futures[arm])
+        return arm, answer, (time.perf_counter() - start) * 1000
+
+    outs: list[PredictionOut | None] = [None] * len(page)
+    records = []
+    for arm, answer, latency_ms in await asyncio.gather(*map(finish, futures)):
+        version = answer.predictor.model_version or ""
+        for position, prediction in zip(groups[arm], answer.predictions):
+            out, record = _answer(
+                services, principal, page[position], prediction, answer, latency_ms, arm
+            )
+            outs[position] = out
+            records.append(record)
+            metrics.AB_PREDICTIONS.labels(arm, version).inc()
+            metrics.AB_LATENCY.labels(arm).observe(latency_ms / 1000)
+            metrics.AB_CONFIDENCE.labels(arm).observe(prediction.top[0].probability)
     services.prediction_log.append(records)
-    return outs
+    answered = [out for out in outs if out is not None]
+    if plan.shadowed:
+        services.ab.shadow.offer(
+            plan.challenger,  # type: ignore[arg-type]
+            page,
+            [out.prediction_id for out in answered],
+            principal.username,
+            top_k,
+        )
+    return answered
+
+
+def version_predictor(services: Services, ref: str) -> Predictor:
+    """The predictor of a registered version (number or alias): the champion's when it is
+    the version serving, else one loaded beside it (on demand, waiting for the load)."""
+    champion = services.slot.current
+    if ref.isdigit():  # served already: no registry call
+        if champion is not None and champion.model_version == ref:
+            return champion
+        if (loaded := services.ab.versions.loaded(ref)) is not None:
+            return loaded
+    version = require_version(services.settings.registered_model_name, ref)  # 404
+    if champion is not None and champion.model_version == version:
+        return champion
+    try:
+        return services.ab.versions.get(version, wait=True)
+    except VersionLoadError as exc:
+        if exc.loading:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "10"}
+            ) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+
+
+async def requested_version(
+    services: Services, principal: Principal, ref: str | None
+) -> Predictor | None:
+    """The version a request names, for admins and reviewers (403 for anyone else)."""
+    if ref is None:
+        return None
+    if principal.role not in VERSION_ROLES:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"role {principal.role!r} may not choose the model version (needs "
+            f"{' or '.join(VERSION_ROLES)}); leave model_version out to get the champion",
+        )
+    return await asyncio.to_thread(version_predictor, services, ref)
 
 
 async def read_upload(upload: UploadFile | None, limit: int) -> bytes | None:
@@ -152,10 +216,18 @@ async def read_upload(upload: UploadFile | None, limit: int) -> bytes | None:
     response_model_exclude_unset=True,  # `embeddings` only when asked
     summary="Classify one product (title, description and/or photo)",
     responses={
+        403: {"description": "model_version asked by a role that may not choose it"},
+        404: {"description": "model_version names no registered version"},
         409: {"description": "embeddings asked of a model family that has none"},
         413: {"description": "photo too large"},
-        422: {"description": "nothing to classify, or the photo is not a usable image"},
-        503: {"description": "queue full (Retry-After) or no model loaded"},
+        422: {
+            "description": "nothing to classify, the photo is not a usable image, or "
+            "model_version cannot be served"
+        },
+        503: {
+            "description": "queue full (Retry-After), no model loaded, or model_version "
+            "still loading"
+        },
     },
 )
 async def predict(
@@ -170,17 +242,19 @@ async def predict(
     return_embedding: Annotated[
         bool, Form(description="Also answer the product's vectors (`embeddings`).")
     ] = False,
+    model_version: Annotated[ModelVersionRef | None, Form()] = None,
     image: Annotated[
         UploadFile | None, File(description="The product photo (JPEG, PNG...)")
     ] = None,
 ) -> PredictionOut:
+    requested = await requested_version(services, principal, model_version)
     photo = await read_upload(image, services.settings.api_max_upload_bytes)
     product = ReceivedProduct.of(
         designation, description, photo, product_id, imageid, product_identifier
     )
     k = top_k or services.settings.api_top_k
     (out,) = await _predict_page(
-        services, principal, [product], k, wait=0.0, embed=return_embedding
+        services, principal, [product], k, 0.0, return_embedding, requested
     )
     return out
 
@@ -191,11 +265,15 @@ async def predict(
     response_model_exclude_unset=True,  # `embeddings` only when asked
     summary="Classify many products given as JSON (photos as base64)",
     responses={
+        403: {"description": "model_version asked by a role that may not choose it"},
+        404: {"description": "model_version names no registered version"},
         409: {"description": "embeddings asked of a model family that has none"},
         413: {"description": "too many products: page them or send a zip"},
     },
 )
-async def predict_batch(body: BatchIn, services: ServicesDep, principal: AnyUser) -> BatchOut:
+async def predict_batch(
+    body: PredictBatchIn, services: ServicesDep, principal: AnyUser
+) -> BatchOut:
     limit = services.settings.api_max_products_per_request
     if len(body.products) > limit:
         raise HTTPException(
@@ -203,7 +281,8 @@ async def predict_batch(body: BatchIn, services: ServicesDep, principal: AnyUser
             f"{len(body.products)} products is over the {limit}-product limit of one call: "
             "send pages, or a zip to /predict/batch/zip",
         )
-    predictor = services.slot.current
+    requested = await requested_version(services, principal, body.model_version)
+    predictor = requested or services.slot.current
     if predictor is None:
         raise NoModelError("no model is loaded yet")
     problems: list[str] = []
@@ -213,7 +292,9 @@ async def predict_batch(body: BatchIn, services: ServicesDep, principal: AnyUser
     pages = [products[i : i + PAGE] for i in range(0, len(products), PAGE)]
     outs = await asyncio.gather(
         *(
-            _predict_page(services, principal, page, k, BATCH_WAIT_SECONDS, body.return_embedding)
+            _predict_page(
+                services, principal, page, k, BATCH_WAIT_SECONDS, body.return_embedding, requested
+            )
             for page in pages
         )
     )

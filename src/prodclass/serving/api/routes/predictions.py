@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
 from prodclass.db.tables import Feedback, PredictionRecord
+from prodclass.serving.ab_testing import SHADOW
 from prodclass.serving.api.deps import Reviewer, ServicesDep, SessionDep
 
 router = APIRouter(prefix="/predictions", tags=["predictions"])
@@ -22,6 +23,7 @@ class LoggedPredictionOut(BaseModel):
     created_at: datetime
     username: str | None
     model_version: str | None
+    arm: str
     product_id: str | None
     imageid: str | None
     designation: str
@@ -49,7 +51,10 @@ def list_predictions(
     services.prediction_log.flush()  # include what was answered moments ago
     since = datetime.now(UTC) - timedelta(hours=hours)
     reviewed = select(Feedback.prediction_id)
-    query = select(PredictionRecord).where(PredictionRecord.created_at >= since)
+    # what clients were answered: a shadow answer was never returned, so never reviewed
+    query = select(PredictionRecord).where(
+        PredictionRecord.created_at >= since, PredictionRecord.arm != SHADOW
+    )
     if unreviewed:
         query = query.where(PredictionRecord.id.not_in(reviewed))
     if order == "confidence":
