@@ -8,6 +8,7 @@ shadow answer is logged with arm ``shadow`` and the id of the answer the client 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -82,6 +83,7 @@ class ShadowRunner:
         self._thread.join(5)
 
     def _work(self) -> None:
+        _yield_the_cpu()
         while True:
             with self._cond:
                 while not self._jobs and not self._stopped:
@@ -123,3 +125,13 @@ class ShadowRunner:
                 )
             )
         self.prediction_log.append(records)
+
+
+def _yield_the_cpu() -> None:
+    """Run this thread (and the threads it starts, e.g. torch's) at the lowest CPU priority:
+    on a busy machine the champion's answers get the cores first. Linux sets the niceness of
+    one thread by its native id; elsewhere the thread keeps the process's priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError) as exc:
+        log.info("shadow thread keeps the process's CPU priority: %s", exc)
