@@ -454,3 +454,52 @@ def new_bucket(endpoint: str) -> S3Bucket:
     bucket = S3Bucket(endpoint, f"prodclass-test-{uuid.uuid4().hex[:12]}")
     bucket.client().create_bucket(Bucket=bucket.name)
     return bucket
+
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+@contextmanager
+def running_prometheus(
+    folder: Path, api_url: str, rule_file: Path, alertmanager_url: str | None = None
+) -> Iterator[str]:
+    """Debian's Prometheus with deploy/prometheus's shipped config, scraping ``api_url`` and
+    evaluating ``rule_file`` every second (and sending alerts to ``alertmanager_url``, in place
+    of the compose service the shipped config names); yields its URL."""
+    import httpx
+    import yaml
+
+    from tests.conftest import PROJECT_ROOT
+
+    shipped = yaml.safe_load((PROJECT_ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    shipped["global"]["scrape_interval"] = "1s"
+    shipped["global"]["evaluation_interval"] = "1s"
+    shipped["rule_files"] = [str(rule_file)]
+    if alertmanager_url is not None:
+        (manager,) = shipped["alerting"]["alertmanagers"]
+        assert manager["static_configs"] == [{"targets": ["alertmanager:9093"]}]
+        manager["static_configs"] = [{"targets": [alertmanager_url.split("//")[1]]}]
+    targets = folder / "targets"
+    targets.mkdir()
+    (targets / "api.yml").write_text(yaml.safe_dump([{"targets": [api_url.split("//")[1]]}]))
+    shipped["scrape_configs"][0]["file_sd_configs"] = [{"files": [str(targets / "*.yml")]}]
+    config = folder / "prometheus.yml"
+    config.write_text(yaml.safe_dump(shipped))
+    port = free_port()
+    log = folder / "prometheus.log"
+    process = start_process(
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready = lambda: httpx.get(f"{url}/-/ready").status_code == 200  # noqa: E731
+        wait_until_up(process, log, ready, "prometheus", timeout=60)
+        yield url
+    finally:
+        stop_process(process)

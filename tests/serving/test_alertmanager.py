@@ -32,7 +32,9 @@ from prodclass.serving.api.app import create_app
 from prodclass.settings import Settings
 from tests.conftest import PROJECT_ROOT
 from tests.servers import (
+    PROMETHEUS,
     free_port,
+    running_prometheus,
     start_process,
     stop_process,
     wait_for,
@@ -41,7 +43,6 @@ from tests.servers import (
 )
 from tests.serving.conftest import PRODCLASS
 
-PROMETHEUS = shutil.which("prometheus")
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 WEBHOOK_TOKEN = "alert-webhook-test-token-" + "z" * 20
 JWT_SECRET = "alert-test-signing-key-" + "q" * 32
@@ -306,37 +307,10 @@ def prometheus(api, alertmanager, tmp_path) -> Iterator[str]:
     evaluating the rules every second, sending alerts to the test Alertmanager."""
     if PROMETHEUS is None:
         pytest.skip("needs Debian's prometheus (make test-deps installs it)")
-    shipped = yaml.safe_load((PROJECT_ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    shipped["global"]["scrape_interval"] = "1s"
-    shipped["global"]["evaluation_interval"] = "1s"
-    shipped["rule_files"] = [str(_rules_with_short_wait(tmp_path))]
-    (manager,) = shipped["alerting"]["alertmanagers"]
-    assert manager["static_configs"] == [{"targets": ["alertmanager:9093"]}]
-    manager["static_configs"] = [{"targets": [alertmanager.split("//")[1]]}]
-    targets = tmp_path / "targets"
-    targets.mkdir()
-    (targets / "api.yml").write_text(yaml.safe_dump([{"targets": [api.url.split("//")[1]]}]))
-    shipped["scrape_configs"][0]["file_sd_configs"] = [{"files": [str(targets / "*.yml")]}]
-    config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump(shipped))
-    port = free_port()
-    log = tmp_path / "prometheus.log"
-    process = start_process(
-        [
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        ready = lambda: httpx.get(f"{url}/-/ready").status_code == 200  # noqa: E731
-        wait_until_up(process, log, ready, "prometheus", timeout=60)
+    with running_prometheus(
+        tmp_path, api.url, _rules_with_short_wait(tmp_path), alertmanager
+    ) as url:
         yield url
-    finally:
-        stop_process(process)
 
 
 def test_server_errors_fire_the_shipped_rule_and_the_alert_lands_in_the_journal(

@@ -3,16 +3,12 @@ alert configuration: the API is up, its metrics are queryable, the rules load.""
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 import pytest
-import yaml
 
 from tests.conftest import PROJECT_ROOT
-from tests.servers import free_port, start_process, stop_process, wait_for, wait_until_up
+from tests.servers import PROMETHEUS, running_prometheus, wait_for
 
-PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="needs Debian's prometheus (make system-deps installs it)"
 )
@@ -21,37 +17,10 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def prometheus(api_url, tmp_path):
     """Prometheus with deploy/prometheus's config, its target list pointing at the test API."""
-    shipped = yaml.safe_load((PROJECT_ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    shipped["global"]["scrape_interval"] = "1s"
-    shipped["global"]["evaluation_interval"] = "1s"
-    shipped["rule_files"] = [str(PROJECT_ROOT / "deploy/prometheus/alerts.yml")]
-    targets = tmp_path / "targets"
-    targets.mkdir()
-    (targets / "api.yml").write_text(yaml.safe_dump([{"targets": [api_url.split("//")[1]]}]))
-    shipped["scrape_configs"][0]["file_sd_configs"] = [{"files": [str(targets / "*.yml")]}]
-    config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump(shipped))
-    port = free_port()
-    log = tmp_path / "prometheus.log"
-    process = start_process(
-        [
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(
-        process,
-        log,
-        lambda: httpx.get(f"{url}/-/ready").status_code == 200,
-        "prometheus",
-        timeout=60,
-    )
-    yield url
-    stop_process(process)
+    with running_prometheus(
+        tmp_path, api_url, PROJECT_ROOT / "deploy/prometheus/alerts.yml"
+    ) as url:
+        yield url
 
 
 def _query(url: str, expr: str) -> list:

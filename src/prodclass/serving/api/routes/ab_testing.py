@@ -99,29 +99,22 @@ def ab_status(services: ServicesDep, _: Reviewer) -> AbStatusOut:
     return _status(services, running_test(services.db_url))
 
 
+_SET_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such version or alias"},
+    422: {"description": "share out of 0-50 %, the champion itself, or cannot be served"},
+}
+
+
 @router.put(
     "",
     response_model=AbStatusOut,
     summary="Start the A/B test, or change its share or mode",
-    responses={
-        404: {"description": "no such version or alias"},
-        422: {"description": "share out of 0-50 %, the champion itself, or cannot be served"},
-    },
+    responses=_SET_ERRORS,
 )
-def put_ab_test(body: AbTestIn, services: ServicesDep, admin: Admin) -> AbStatusOut:
-    return _set(services, body, admin.username)
-
-
 @router.post(
-    "",
-    response_model=AbStatusOut,
-    summary="Same as PUT /models/ab",
-    responses={
-        404: {"description": "no such version or alias"},
-        422: {"description": "share out of 0-50 %, the champion itself, or cannot be served"},
-    },
+    "", response_model=AbStatusOut, summary="Same as PUT /models/ab", responses=_SET_ERRORS
 )
-def post_ab_test(body: AbTestIn, services: ServicesDep, admin: Admin) -> AbStatusOut:
+def set_ab_test(body: AbTestIn, services: ServicesDep, admin: Admin) -> AbStatusOut:
     return _set(services, body, admin.username)
 
 
