@@ -47,6 +47,16 @@ PASSWORDS = {
     "reviewer": "reviewer-secret-1",
     "client": "client-secret-1",
 }
+
+
+def database_with_accounts(db_url: str, passwords: dict[str, str] = PASSWORDS) -> None:
+    """The application schema at ``db_url`` and one account per role, named after it."""
+    upgrade(db_url)
+    with session_scope(db_url) as session:
+        for role, password in passwords.items():
+            create_user(session, role, password, role)
+
+
 # the champion family (params.yaml), with its inner folds cut to two for speed
 CHAMPION_FAMILY = "late-fusion"
 CHAMPION_FAST = {"fusion_folds": 2, "threads": 1}
@@ -103,10 +113,7 @@ def served(six_codes_prepared: Path, sample: Path, tmp_path_factory) -> Iterator
         broken = _register_corrupt_copy(state / "tfidf-linear", settings, six_codes_prepared)
         promote(settings.registered_model_name, versions[0])
         promote(settings.registered_model_name, versions[1])
-        upgrade(settings.db_url)
-        with session_scope(settings.db_url) as session:
-            for role, password in PASSWORDS.items():
-                create_user(session, role, password, role)
+        database_with_accounts(settings.db_url)
         yield Served(state, settings, versions[0], versions[1], broken)
     get_settings.cache_clear()
 

@@ -23,9 +23,8 @@ from typer.testing import CliRunner
 
 from prodclass.cli.main import app as cli
 from prodclass.data.layout import ChallengeLayout, read_features, read_labels
-from prodclass.db.session import session_scope, upgrade
+from prodclass.db.session import session_scope
 from prodclass.db.tables import PredictionRecord
-from prodclass.db.users import create_user
 from prodclass.registry.model_registry import (
     champion_version,
     promote,
@@ -49,7 +48,14 @@ from prodclass.settings import Settings, get_settings
 from prodclass.training.metrics import classification_metrics
 from tests.conftest import PER_CODE, SIX_CODES
 from tests.servers import wait_for
-from tests.serving.conftest import PASSWORDS, Served, login, wait_ready, wait_serving
+from tests.serving.conftest import (
+    PASSWORDS,
+    Served,
+    database_with_accounts,
+    login,
+    wait_ready,
+    wait_serving,
+)
 
 MODEL_NAME = "prodclass-ab"
 
@@ -89,10 +95,7 @@ def ab_served(served: Served, tmp_path_factory) -> AbServed:
             "ab_cache_seconds": 0.0,  # one replica here: every change applies at once
         }
     )
-    upgrade(settings.db_url)
-    with session_scope(settings.db_url) as session:
-        for role, password in PASSWORDS.items():
-            create_user(session, role, password, role)
+    database_with_accounts(settings.db_url)
     return AbServed(settings, versions["champion"], versions["challenger"], versions["broken"])
 
 

@@ -25,8 +25,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from prodclass.db.session import session_scope, upgrade
-from prodclass.db.users import create_user
+from prodclass.db.session import upgrade
 from prodclass.monitoring import journal
 from prodclass.serving.api.app import create_app
 from prodclass.settings import Settings
@@ -41,7 +40,7 @@ from tests.servers import (
     wait_until_up,
     with_database,
 )
-from tests.serving.conftest import PRODCLASS
+from tests.serving.conftest import PRODCLASS, database_with_accounts
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 WEBHOOK_TOKEN = "alert-webhook-test-token-" + "z" * 20
@@ -78,10 +77,7 @@ def _settings(root: Path, **overrides) -> Settings:
         api_rate_limit_burst=100_000,
         **overrides,
     )
-    upgrade(settings.db_url)
-    with session_scope(settings.db_url) as session:
-        for role, password in PASSWORDS.items():
-            create_user(session, role, password, role)
+    database_with_accounts(settings.db_url, PASSWORDS)
     return settings
 
 

@@ -54,12 +54,10 @@ from schemathesis.specs.openapi.checks import (
 from prodclass.data.layout import ChallengeLayout, read_features
 from prodclass.data.taxonomy import is_known
 from prodclass.data.text import product_text
-from prodclass.db.session import session_scope, upgrade
-from prodclass.db.users import create_user
 from prodclass.serving.api.app import create_app
 from prodclass.settings import Settings
 from tests.reliability.test_fuzz_parsers import damaged_zips
-from tests.serving.conftest import PASSWORDS, Served, login, wait_ready
+from tests.serving.conftest import Served, database_with_accounts, login, wait_ready
 
 EXAMPLES = 17  # x 3 roles: about the requests of 25 x 2
 ROLES = ("admin", "reviewer", "client")
@@ -99,10 +97,7 @@ def fuzz_settings(served: Served, tmp_path_factory) -> Settings:
             "dagster_home": state / "dagster",  # never asked: the route is excluded
         }
     )
-    upgrade(settings.db_url)
-    with session_scope(settings.db_url) as session:
-        for role, password in PASSWORDS.items():
-            create_user(session, role, password, role)
+    database_with_accounts(settings.db_url)
     return settings
 
 

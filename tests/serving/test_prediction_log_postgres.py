@@ -26,14 +26,13 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from prodclass.db.session import session_scope, upgrade
+from prodclass.db.session import session_scope
 from prodclass.db.tables import PredictionRecord
-from prodclass.db.users import create_user
 from prodclass.photo_store import LocalPhotoStore
 from prodclass.serving.api.app import create_app
 from prodclass.serving.prediction_log import PredictionLog
 from tests.servers import wait_for, with_database
-from tests.serving.conftest import PASSWORDS, Served, login, wait_ready
+from tests.serving.conftest import PASSWORDS, Served, database_with_accounts, login, wait_ready
 from tests.serving.test_prediction_log import _record
 
 pytestmark = pytest.mark.postgres
@@ -45,10 +44,7 @@ SURROGATE = "Piscine caf\ud800"
 @pytest.fixture(scope="module")
 def db_url(postgres_url: str, database: str) -> str:
     url = with_database(postgres_url, database)
-    upgrade(url)
-    with session_scope(url) as session:
-        for role, password in PASSWORDS.items():
-            create_user(session, role, password, role)
+    database_with_accounts(url)
     return url
 
 
