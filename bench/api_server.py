@@ -1,6 +1,7 @@
 """A real `prodclass serve` for the benchmarks: its environment, its database migrated with the
 benchmark's client account, the server on a free loopback port once /ready answers, what it
-serves by default (the fast text model, real titles) and whether it logged what it answered."""
+serves by default (the fast text model, real titles), a closed-loop load of /predict and
+whether it logged what it answered."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 
 from prodclass.settings import get_settings
 
@@ -169,3 +174,38 @@ def logged_prediction_ids(db_url: str) -> set[str]:
 
     with session_scope(db_url) as session:
         return set(session.scalars(select(PredictionRecord.id)))
+
+
+def closed_loop_load(
+    url: str, token: str, requests: list[dict[str, Any]], clients: int
+) -> dict[str, Any]:
+    """``clients`` clients share ``requests`` (httpx keyword arguments of a POST /predict) and
+    send their part one after the other; latency percentiles (ms), answers by status, req/s."""
+    latencies: list[float] = []
+    codes: Counter[int] = Counter()
+    per_client = len(requests) // clients
+
+    def run(index: int) -> None:
+        mine = requests[index * per_client : (index + 1) * per_client]
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
+            for request in mine:
+                start = time.perf_counter()
+                answer = http.post("/predict", **request)
+                latencies.append(time.perf_counter() - start)
+                codes[answer.status_code] += 1
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(run, range(clients)))
+    seconds = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "ok": codes.get(200, 0),
+        "errors": {code: n for code, n in codes.items() if code != 200},
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+        "p99": float(np.percentile(ms, 99)),
+        "rps": codes.get(200, 0) / seconds,
+    }

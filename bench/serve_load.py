@@ -23,14 +23,12 @@ import argparse
 import os
 import tempfile
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 
-from api_server import server_env, start_api
+from api_server import closed_loop_load, server_env, start_api
 from prodclass.data.validate import validate
 from prodclass.settings import get_settings
 
@@ -64,44 +62,6 @@ def _offline(model_uri: str, products: list[dict], workers: int, threads: int) -
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda p: predictor.predict([p]), inputs[1:]))
     return (len(inputs) - 1) / (time.perf_counter() - start)
-
-
-def _load(url: str, token: str, products: list[dict], clients: int) -> dict:
-    latencies: list[float] = []
-    codes: Counter[int] = Counter()
-    per_client = len(products) // clients
-
-    def run(index: int) -> None:
-        mine = products[index * per_client : (index + 1) * per_client]
-        headers = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
-            for product in mine:
-                start = time.perf_counter()
-                answer = http.post(
-                    "/predict",
-                    data={
-                        "designation": product["designation"],
-                        "description": product["description"],
-                    },
-                    files={"image": ("photo.jpg", product["photo"], "image/jpeg")},
-                )
-                latencies.append(time.perf_counter() - start)
-                codes[answer.status_code] += 1
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(run, range(clients)))
-    seconds = time.perf_counter() - start
-    ms = np.asarray(latencies) * 1000
-    return {
-        "requests": len(latencies),
-        "ok": codes.get(200, 0),
-        "errors": {code: n for code, n in codes.items() if code != 200},
-        "p50": float(np.percentile(ms, 50)),
-        "p95": float(np.percentile(ms, 95)),
-        "p99": float(np.percentile(ms, 99)),
-        "rps": codes.get(200, 0) / seconds,
-    }
 
 
 def main() -> None:
@@ -145,7 +105,14 @@ def main() -> None:
             for clients in levels:
                 batch = products[used : used + clients * args.requests_per_client]
                 used += len(batch)
-                r = _load(url, token, batch, clients)
+                requests = [
+                    {
+                        "data": {"designation": p["designation"], "description": p["description"]},
+                        "files": {"image": ("photo.jpg", p["photo"], "image/jpeg")},
+                    }
+                    for p in batch
+                ]
+                r = closed_loop_load(url, token, requests, clients)
                 errors = ",".join(f"{c}:{n}" for c, n in r["errors"].items()) or "0"
                 print(
                     f"{clients:>7} {r['requests']:>8} {r['ok']:>5} {errors:>12} "

@@ -23,15 +23,13 @@ import argparse
 import subprocess
 import tempfile
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 from api_server import (
     PRODCLASS,
+    closed_loop_load,
     prepare_database,
     server_env,
     start_server,
@@ -48,37 +46,6 @@ def _token(url: str, user: str, password: str) -> str:
     answer = httpx.post(f"{url}/token", data={"username": user, "password": password})
     answer.raise_for_status()
     return answer.json()["access_token"]
-
-
-def _load(url: str, token: str, products: list[dict], clients: int) -> dict:
-    latencies: list[float] = []
-    codes: Counter[int] = Counter()
-    per_client = len(products) // clients
-
-    def run(index: int) -> None:
-        mine = products[index * per_client : (index + 1) * per_client]
-        with httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120
-        ) as http:
-            for product in mine:
-                start = time.perf_counter()
-                answer = http.post("/predict", data=product)
-                latencies.append(time.perf_counter() - start)
-                codes[answer.status_code] += 1
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(run, range(clients)))
-    seconds = time.perf_counter() - start
-    ms = np.asarray(latencies) * 1000
-    return {
-        "requests": len(latencies),
-        "errors": sum(n for code, n in codes.items() if code != 200),
-        "p50": float(np.percentile(ms, 50)),
-        "p95": float(np.percentile(ms, 95)),
-        "p99": float(np.percentile(ms, 99)),
-        "rps": codes.get(200, 0) / seconds,
-    }
 
 
 def _metric(url: str, name: str) -> float:
@@ -98,7 +65,8 @@ def main() -> None:
     settings = get_settings()
     products = text_products(args.data_dir or settings.data_dir)
     products = (products * (args.requests // len(products) + 1))[: args.requests]
-    warm_up = products[: args.clients * 5]
+    requests = [{"data": product} for product in products]  # form fields of POST /predict
+    warm_up = requests[: args.clients * 5]
     with tempfile.TemporaryDirectory(prefix="shadow-latency-") as tmp:
         root = Path(tmp)
         env = server_env(settings.model_uri, root / "state")
@@ -131,10 +99,11 @@ def main() -> None:
                     if started.status_code != 200:
                         raise SystemExit(f"cannot start the shadow test: {started.text}")
                     test = started.json()["test"]
-                _load(url, token, warm_up, args.clients)  # not counted
-                r = _load(url, token, products, args.clients)
+                closed_loop_load(url, token, warm_up, args.clients)  # not counted
+                r = closed_loop_load(url, token, requests, args.clients)
+                errors = sum(r["errors"].values())
                 print(
-                    f"{phase:<7} {r['requests']:>8} {r['errors']:>6} {r['p50']:>8.1f} "
+                    f"{phase:<7} {r['requests']:>8} {errors:>6} {r['p50']:>8.1f} "
                     f"{r['p95']:>8.1f} {r['p99']:>8.1f} {r['rps']:>7.1f}"
                 )
             dropped = _metric(url, "prodclass_ab_shadow_dropped_total")
