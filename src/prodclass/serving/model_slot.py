@@ -23,7 +23,7 @@ from PIL import Image
 
 from prodclass.serving import metrics
 from prodclass.serving.model_cache import ModelCache, registry_problem
-from prodclass.serving.predictor import Predictor, ProductInput
+from prodclass.serving.predictor import ModelIdentity, Predictor, ProductInput
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ModelSlot:
     def close(self) -> None:
         """Stop advertising the served model (the process is shutting down)."""
         if self._current is not None and self.advertise:
-            metrics.MODEL_INFO.remove(*_info_labels(self._current))
+            metrics.MODEL_INFO.remove(*info_labels(self._current))
         self._current = None
 
     def registry_problem(self) -> str | None:
@@ -173,8 +173,8 @@ class ModelSlot:
         metrics.MODEL_LOADS.inc()
         if self.advertise:
             if previous is not None:
-                metrics.MODEL_INFO.remove(*_info_labels(previous))
-            metrics.MODEL_INFO.labels(*_info_labels(predictor)).set(1)
+                metrics.MODEL_INFO.remove(*info_labels(previous))
+            metrics.MODEL_INFO.labels(*info_labels(predictor)).set(1)
         log.info(
             "serving model %s (version %s, from the %s) after %.1f s",
             status.uri,
@@ -194,5 +194,6 @@ class ModelSlot:
                 log.warning("could not keep a local copy of model %s: %s", status.uri, exc)
 
 
-def _info_labels(predictor: Predictor) -> tuple[str, str, str]:
-    return predictor.model_version or "", predictor.family, predictor.model_uri
+def info_labels(served: Predictor | ModelIdentity) -> tuple[str, str, str]:
+    """The labels of ``prodclass_model_info`` for a model served here or by an endpoint."""
+    return served.model_version or "", served.family, served.model_uri

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from prodclass.serving import metrics
-from prodclass.serving.model_slot import LoadStatus
+from prodclass.serving.model_slot import LoadStatus, info_labels
 from prodclass.serving.predictor import (
     CategoryScore,
     Embedding,
@@ -326,8 +326,8 @@ class RemotePredictor:
             previous, self.identity = self.identity, identity
         if identity != previous:
             if previous.family != "unknown":
-                metrics.MODEL_INFO.remove(*_info_labels(previous))
-            metrics.MODEL_INFO.labels(*_info_labels(identity)).set(1)
+                metrics.MODEL_INFO.remove(*info_labels(previous))
+            metrics.MODEL_INFO.labels(*info_labels(identity)).set(1)
             log.info(
                 "scoring endpoint %s serves model %s version %s (%s)",
                 self.url,
@@ -398,7 +398,7 @@ class EndpointSlot:
         self._stop.set()
         identity = self._current.identity
         if identity.family != "unknown":
-            metrics.MODEL_INFO.remove(*_info_labels(identity))
+            metrics.MODEL_INFO.remove(*info_labels(identity))
         self._current.close()
 
     def _first_answer(self, status: LoadStatus) -> None:
@@ -429,7 +429,3 @@ def _product_json(product: ProductInput) -> dict[str, Any]:
 def _excerpt(response: httpx.Response, limit: int = 300) -> str:
     text = " ".join(response.text.split())
     return (text[:limit] + " ...") if len(text) > limit else (text or "(empty body)")
-
-
-def _info_labels(identity: ModelIdentity) -> tuple[str, str, str]:
-    return identity.model_version or "", identity.family, identity.model_uri
