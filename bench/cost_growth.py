@@ -9,8 +9,10 @@ For each size n, a stratified subset of the labelled products (``data/split.py``
 as a challenge-layout folder (photos linked, not copied) and every stage runs in a fresh
 process with a fresh state folder (cold caches): validate, prepare, OCR (Tesseract, cached),
 photo features (EfficientNet-Lite0 frozen pooled features over trunk activations streamed
-from the feature cache), fit (``tfidf-linear`` on all products, as training's final refit)
-and evaluate (the saved model's report on the test split: its cost, not a score). Each
+from the feature cache), fit (the champion family of params.yaml, ``train.model_family`` with
+its ``families`` parameters, on all products, as training's final refit; it finds the OCR and
+feature caches the earlier stages filled) and evaluate (the saved model's report on the test
+split: its cost, not a score). Each
 stage's wall time is measured inside its process; its peak memory is the process's maximum
 resident set (``os.wait4``'s ru_maxrss, so it includes the interpreter and the libraries the
 stage imports). Then per stage: the log-log slope of time and of memory against n, and the
@@ -41,9 +43,8 @@ from typing import Any
 import numpy as np
 
 FULL_CATALOGUE = 84_916
-STAGES = ("validate", "prepare", "ocr", "photo_features", "fit_tfidf", "evaluate")
+STAGES = ("validate", "prepare", "ocr", "photo_features", "fit", "evaluate")
 PHOTO_STAGES = ("ocr", "photo_features")  # their cost follows the number of photos
-LATE_FUSION = "late-fusion"
 # Not the split's seed (42): the subset takes the lowest hashes of each class, which under
 # the split's own seed are exactly its test bucket (every product would land in test).
 SUBSET_SEED = 7
@@ -84,19 +85,20 @@ def run_stage(stage: str, work: Path) -> dict[str, Any]:
         facts |= {"photos": len(paths), "with_words": sum(bool(w) for w in words)}
     elif stage == "photo_features":
         seconds, facts = _photo_features(work)
-    elif stage == "fit_tfidf":
+    elif stage == "fit":
         from prodclass.data.prepare import load_prepared
         from prodclass.models.registry import create
 
         # every product, as training's final refit does (with 500 products a split leaves
         # some class fewer than the 3 rows its calibration folds need)
         train = load_prepared(work / "prepared")
+        family = champion_family()
         start = time.perf_counter()
-        model = create("tfidf-linear", _family_params("tfidf-linear"))
+        model = create(family, _family_params(family))
         model.fit(train)
         seconds = time.perf_counter() - start
         model.save(work / "model")
-        facts["train_products"] = len(train)
+        facts |= {"train_products": len(train), "family": family}
     elif stage == "evaluate":
         from prodclass.data.prepare import load_prepared
         from prodclass.models.registry import load_model_dir
@@ -112,6 +114,13 @@ def run_stage(stage: str, work: Path) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown stage {stage!r}")
     return {"seconds": seconds, **facts}
+
+
+def champion_family() -> str:
+    from prodclass.params import load_params
+    from prodclass.settings import get_settings
+
+    return load_params(get_settings().params_file).train.model_family
 
 
 def _family_params(family: str) -> dict[str, Any]:
@@ -230,7 +239,7 @@ def table(results: dict[int, dict[str, dict[str, Any]]], gpu_rate: float) -> str
     ns = sorted(results)
     head = " | ".join(f"n={n:,}" for n in ns)
     lines = [
-        f"| stage | {head} | time slope | {FULL_CATALOGUE:,} products, this CPU | peak MB at "
+        f"| stage | {head} | time slope | {FULL_CATALOGUE:,} products, same CPU | peak MB at "
         f"n={ns[-1]:,} | memory slope | peak at {FULL_CATALOGUE:,} | one GPU (estimate) |",
         "|---" * (len(ns) + 7) + "|",
     ]
@@ -333,6 +342,8 @@ def measure_all(
                 )
     about = {
         "command": f"bench/cost_growth.py --sizes {args.sizes}",
+        "commit": _commit(),
+        "family": champion_family(),
         "machine": machine(),
         "date": dt.date.today().isoformat(),
         "data": data_dir.name,
@@ -341,28 +352,35 @@ def measure_all(
     return results, about
 
 
+def _commit() -> str:
+    """The commit measured (``+changes`` when the work tree differs from it)."""
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root).returncode != 0
+    return f"{head}+changes" if dirty else head
+
+
 def render(
     results: dict[int, dict[str, dict[str, Any]]], about: dict[str, Any], gpu_rate: float
 ) -> str:
-    from prodclass.models.registry import FAMILIES
-
     decode = results[max(results)]["photo_features"]["decode_ms_per_photo"]
     load = about["load_average"]
     notes = [
+        f"Measured {about['date']} at commit {about.get('commit', '?')}: "
         f"`.venv/bin/python {about['command']}` (`make bench-growth`) on {about['machine']}, "
-        f"{about['date']}; stratified subsets of {about['data']} (n = products actually "
-        f"drawn), a cold state folder per n. The machine was shared: 5-minute load average "
-        f"between {load[0]} and {load[1]} during the run, on 2 cores, so times are pessimistic.",
+        f"5-minute load average {load[0]} to {load[1]} during the run; fit and evaluate: "
+        f"`{about.get('family', '?')}`, the champion family of params.yaml. Stratified subsets "
+        f"of {about['data']} (n = products actually drawn), a cold state folder per n.",
         "Photo stages grow with photos: the sample has a photo for 29 % of its products, the "
         "challenge's training set for all 84,916, so they are extrapolated to 84,916 photos.",
-        f"One GPU: an estimate, not a measurement. Photo features = this CPU's decoding and "
-        f"resizing ({decode} ms per photo, stays on the CPU) + an assumed {gpu_rate:,.0f} "
+        f"One GPU: an estimate, not a measurement. Photo features = the measured CPU decoding "
+        f"and resizing ({decode} ms per photo, stays on the CPU) + an assumed {gpu_rate:,.0f} "
         "photos/s for EfficientNet-Lite0 on the GPU (an assumption, not a published figure); "
         "the other stages run no network and keep their CPU figure (OCR is Tesseract, CPU "
         "only: spread it over machines, docs/deployment.md).",
     ]
-    if LATE_FUSION not in FAMILIES:
-        notes.append(f"`{LATE_FUSION}` is not a family of this build: its fit is not measured.")
     return table(results, gpu_rate) + "\n\n" + "\n".join(f"- {n}" for n in notes)
 
 
