@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+from functools import cache
 from pathlib import Path
 
 from tests.docs.markdown import ROOT, Doc
@@ -94,6 +95,7 @@ def imports_of(node: ast.AST, nested: bool = False):  # type: ignore[no-untyped-
         yield from imports_of(child, deeper)
 
 
+@cache
 def import_graph() -> dict[str, tuple[set[str], set[str]]]:
     """part -> (parts it imports when it is loaded, parts it imports only inside functions)."""
     graph: dict[str, tuple[set[str], set[str]]] = {}

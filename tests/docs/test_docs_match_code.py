@@ -29,24 +29,27 @@ def report(problems: list[str]) -> str:
 
 # ---- routes ---------------------------------------------------------------------------------
 @cache
-def openapi_operations() -> frozenset[tuple[str, str]]:
-    """(method, path) of every operation of the app's OpenAPI document (the app is built,
-    not started)."""
+def app():  # type: ignore[no-untyped-def]
+    """The FastAPI app, built and not started (no model, no database)."""
     from prodclass.serving.api.app import create_app
 
-    document = create_app(Settings(_env_file=None)).openapi()
+    return create_app(Settings(_env_file=None))
+
+
+@cache
+def openapi_operations() -> frozenset[tuple[str, str]]:
+    """(method, path) of every operation of the app's OpenAPI document."""
+    document = app().openapi()
     return frozenset((m.upper(), path) for path, ops in document["paths"].items() for m in ops)
 
 
 @cache
 def app_operations() -> dict[str, set[str]]:
     """path -> methods: the operations, and FastAPI's own pages (/docs, /openapi.json)."""
-    from prodclass.serving.api.app import create_app
-
     served: dict[str, set[str]] = {}
     for method, path in openapi_operations():
         served.setdefault(path, set()).add(method)
-    for route in create_app(Settings(_env_file=None)).routes:
+    for route in app().routes:
         if path := getattr(route, "path", None):
             served.setdefault(path, set()).update(route.methods or {"GET"})
     return served
@@ -391,8 +394,9 @@ def file_problem(span: str) -> str | None:
 def test_every_file_and_test_the_docs_name_exists():
     problems = []
     for doc in DOCS:
+        fenced = {n for n, _ in doc.code_block_lines()}
         for line, text in doc.code():
-            if line in {n for n, _ in doc.code_block_lines()}:
+            if line in fenced:
                 continue  # commands, not references
             if problem := file_problem(text):
                 problems.append(f"{doc.name}:{line}: {problem}")
