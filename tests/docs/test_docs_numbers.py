@@ -77,6 +77,25 @@ def test_the_detection_finds_the_measured_tables():
     assert found["docs/monitoring.md"] >= 1, found  # shadow cost
 
 
+def test_a_measured_table_is_told_apart_from_one_without_its_origin(tmp_path):
+    table = (
+        "| clients | p50 ms | req/s |\n|---|---|---|\n| 1 | 38.9 | 25.1 |\n| 4 | 70.8 | 13.9 |\n"
+    )
+    bare = tmp_path / "bare.md"
+    bare.write_text(f"# Load\n\nWhat the API answers:\n\n{table}")
+    dated = tmp_path / "dated.md"
+    dated.write_text(
+        "# Load\n\nMeasured 2026-12-02 at commit d70420d with "
+        f"`.venv/bin/python bench/shadow_latency.py --clients 1`:\n\n{table}"
+    )
+    (found,) = measured_tables(Doc(bare))
+    around = origin(Doc(bare), found)
+    assert not (DATE.search(around) or COMMIT.search(around) or COMMAND.search(around))
+    (found,) = measured_tables(Doc(dated))
+    around = origin(Doc(dated), found)
+    assert DATE.search(around) and COMMIT.search(around) and COMMAND.search(around)
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
 def test_every_table_of_measured_numbers_says_when_on_which_commit_and_how(doc: Doc):
     problems = []
