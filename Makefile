@@ -77,7 +77,7 @@ $(AZUREML_SERVER)/bin/azmlinfsrv: deploy/azureml/server_env.py | $(BIN)/.install
 
 test: install test-deps $(BIN)/helm $(AZUREML_SERVER)/bin/azmlinfsrv ## Lint and run the test suite
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest --durations=25
+	$(BIN)/pytest -n 2 --dist loadfile --durations=25
 
 lint: install ## Lint only
 	$(BIN)/ruff check src tests bench

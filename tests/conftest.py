@@ -7,7 +7,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -31,17 +31,39 @@ pytest_plugins = ["tests.servers"]
 
 # Every process the tests start inherits this mark; at the end of the session any process
 # still carrying it was left running by a test (see pytest_sessionfinish).
+# pytest-xdist workers (children of the process that made the mark) keep their controller's
+# mark, so the check runs once, in the controller; any other pytest (one a test starts) makes
+# a mark of its own.
 SESSION_MARK = "TEST_SESSION_MARK"
-os.environ[SESSION_MARK] = f"prodclass-tests-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+SESSION_OWNER = "TEST_SESSION_OWNER"
+if os.environ.get(SESSION_OWNER) != str(os.getppid()) or SESSION_MARK not in os.environ:
+    os.environ[SESSION_MARK] = f"prodclass-tests-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.environ[SESSION_OWNER] = str(os.getpid())
+
+# Two workers share two cores: each worker, and every server or pipeline it starts, computes on
+# one thread (more would only make the two fight over the cores).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_threads] = "1"
 
 
-def _processes_left_running() -> dict[int, str]:
-    """Processes other than this one whose environment carries this session's mark."""
+def _parent(pid: str) -> int:
+    """The parent pid of ``pid`` (/proc/PID/stat's fourth field; the name may hold spaces)."""
+    return int((Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _processes_left_running(skip_children: bool = False) -> dict[int, str]:
+    """Processes other than this one whose environment carries this session's mark; with
+    ``skip_children``, not this process's own children (the pytest-xdist workers, which end
+    on their own once the run is over)."""
     mark = f"{SESSION_MARK}={os.environ[SESSION_MARK]}".encode()
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        with suppress(OSError, ValueError, IndexError):
+            if skip_children and _parent(entry.name) == os.getpid():
+                continue
         try:
             if mark in (entry / "environ").read_bytes().split(b"\0"):
                 command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -51,12 +73,22 @@ def _processes_left_running() -> dict[int, str]:
     return found
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist has shut its workers down
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run when a process a test started is still alive (then stop it)."""
+    """Fail the run when a process a test started is still alive (then stop it). Runs in the
+    controller only: the workers' children are checked once every worker is done."""
     if not Path("/proc").is_dir() or hasattr(session.config, "workerinput"):
         return
+    distributed = session.config.pluginmanager.hasplugin("dsession")
     deadline = time.monotonic() + 10  # grace for processes stopping right now
-    while (left := _processes_left_running()) and time.monotonic() < deadline:
+    while (left := _processes_left_running(distributed)) and time.monotonic() < deadline:
         time.sleep(0.5)
     if not left:
         return
@@ -164,15 +196,62 @@ def isolated_settings(
 
 
 @pytest.fixture(scope="session")
-def six_codes_prepared(sample: Path, tmp_path_factory) -> Path:
-    """A prepared folder of ``PER_CODE`` real rows of each of ``SIX_CODES``."""
+def sample_prepared(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole sample validated (every photo decoded) and split, once per run (read only:
+    copy it to change it). For tests that assert a quality number, which the full sample
+    backs; tests of mechanics use the six-code rows."""
+    build = lambda out: prepare(validate(sample), out, SplitParams())  # noqa: E731
+    return built_once(tmp_path_factory, "sample-prepared", build)
+
+
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every pytest-xdist worker of this run sees: the run's base temporary folder
+    (each worker's own base folder is one level below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]
+) -> Path:
+    """The folder ``name`` as ``build(folder)`` fills it, built once per test run however many
+    workers ask: the first builds it under a file lock, the others wait for it and reuse it.
+    Users read it only (a test that changes things works on a copy)."""
+    from filelock import FileLock
+
+    folder = shared_dir(tmp_path_factory) / f"built-once-{name}"
+    done = folder / ".built"
+    with FileLock(f"{folder}.lock"):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+def six_code_ids(sample: Path) -> list[str]:
+    """``PER_CODE`` real rows of each of ``SIX_CODES``, the first in the sample's order."""
     layout = ChallengeLayout(sample)
     rows = read_features(layout.x_train).join(read_labels(layout.y_train))
-    ids = [r for code in SIX_CODES for r in rows.index[rows["prdtypecode"] == code][:PER_CODE]]
-    data = copy_subset(sample, tmp_path_factory.mktemp("data"), row_ids=list(ids))
-    out = tmp_path_factory.mktemp("prepared")
-    prepare(validate(data), out, SplitParams())
-    return out
+    return [r for code in SIX_CODES for r in rows.index[rows["prdtypecode"] == code][:PER_CODE]]
+
+
+@pytest.fixture(scope="session")
+def six_codes_data(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A challenge folder of the six-code rows and their photos (read only: copy to change)."""
+    ids = six_code_ids(sample)
+    return built_once(tmp_path_factory, "six-codes-data", lambda out: copy_subset(sample, out, ids))
+
+
+@pytest.fixture(scope="session")
+def six_codes_prepared(six_codes_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared folder of ``PER_CODE`` real rows of each of ``SIX_CODES`` (read only)."""
+    return built_once(
+        tmp_path_factory,
+        "six-codes-prepared",
+        lambda out: prepare(validate(six_codes_data), out, SplitParams()),
+    )
 
 
 __all__ = ["X_TEST", "Y_TRAIN", "copy_subset", "copy_unlabelled", "sample_dir"]

@@ -142,10 +142,36 @@ def with_database(url: str, database: str, driver: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+# Ports handed out by ``free_port`` stay claimed (an flock on a file named after the port, held
+# by this process until it exits): two pytest-xdist workers never get the same port, even when
+# the first has not bound it yet.
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "prodclass-test-ports"
+_claimed: list[int] = []  # open file descriptors holding the claims
+
+
+def _claim(port: int) -> bool:
+    import fcntl
+
+    PORT_CLAIMS.mkdir(exist_ok=True)
+    fd = os.open(PORT_CLAIMS / f"{port}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _claimed.append(fd)
+    return True
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nobody listens on and no other test process has been handed."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if _claim(port):
+            return port
+    raise RuntimeError("no free loopback port could be claimed in 100 tries")
 
 
 def tail(path: Path, lines: int = 60) -> str:

@@ -57,6 +57,7 @@ def test_tampered_misplaced_or_foreign_values_do_not_decrypt():
         (f"k1:{base64.b64encode(b'short').decode()}", "32 bytes"),
         (f"{_key('k1')},{_key('k1')}", "twice"),
     ],
+    ids=["empty", "no-colon", "not-base64", "short-key", "id-twice"],
 )
 def test_bad_key_settings_are_explained(spec, reason):
     with pytest.raises(EncryptionError, match=reason):

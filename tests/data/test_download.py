@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from tests.servers import free_port
 
 from prodclass.data import download as dl
 from prodclass.data.download import (
@@ -462,9 +462,7 @@ def test_http_404_names_url_and_status(
 
 
 def test_unreachable_server_fails_after_bounded_retries(tmp_path: Path) -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     with pytest.raises(DownloadError, match=f"after {dl.MAX_RETRIES} retries"):
         download_file(
             f"http://127.0.0.1:{port}/{Y_TRAIN}", tmp_path / Y_TRAIN, progress=False, timeout=2

@@ -12,7 +12,6 @@ import hashlib
 import json
 import re
 import shutil
-import socket
 import sqlite3
 import time
 import urllib.error
@@ -25,7 +24,7 @@ import yaml
 from tests.integration.projects import VENV_BIN, make_project
 from tests.integration.projects import dvc as _dvc
 from tests.integration.projects import pipeline_run as _pipeline_run
-from tests.servers import start_process, stop_process
+from tests.servers import free_port, start_process, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -71,10 +70,11 @@ def _ran(output: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def project(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
-    """A git + DVC copy of the project after two `prodclass pipeline run` on the sample."""
+def project(six_codes_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A git + DVC copy of the project after two `prodclass pipeline run` on real products
+    (the six-code rows: DVC's mechanics, not the model, are under test)."""
     root = tmp_path_factory.mktemp("dvc-pipeline") / "project"
-    env = make_project(root, sample)
+    env = make_project(root, six_codes_data)
     first = _pipeline_run(root, env)
     second = _pipeline_run(root, env)
     return Project(root, env, first, second, _mlflow_counts(root))
@@ -133,16 +133,10 @@ def test_changing_a_training_param_retrains_without_repreparing(project: Project
     assert registration["version"] == str(versions_before + 1)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint(project: Project):
     """A real moto S3 server on loopback; yields its endpoint URL."""
-    port = _free_port()
+    port = free_port()
     log_path = project.root.parent / "moto.log"
     server = start_process(
         [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],

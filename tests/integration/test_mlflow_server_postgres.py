@@ -135,15 +135,16 @@ class Registered:
 
 @pytest.fixture(scope="module")
 def registered(
-    mlflow_server: Server, sample: Path, tmp_path_factory: pytest.TempPathFactory
+    mlflow_server: Server, six_codes_data: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Registered]:
-    """Prepare, train, evaluate and register one model through the tracking server."""
+    """Prepare, train, evaluate and register one model through the tracking server. The
+    server, not the model, is under test: 240 real products of six types are enough."""
     root = tmp_path_factory.mktemp("cli-server")
     state = root / "state"
     mp = pytest.MonkeyPatch()
     mp.setenv("PRODCLASS_MLFLOW_TRACKING_URI", mlflow_server.url)
     mp.setenv("PRODCLASS_STATE_DIR", str(state))
-    mp.setenv("PRODCLASS_DATA_DIR", str(sample))
+    mp.setenv("PRODCLASS_DATA_DIR", str(six_codes_data))
     mp.setenv("PRODCLASS_PARAMS_FILE", str(PROJECT_ROOT / "params.yaml"))
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     mp.delenv("MLFLOW_REGISTRY_URI", raising=False)

@@ -3,6 +3,7 @@ trial, pruned between folds), trials as nested MLflow runs, best values merged i
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -31,16 +32,14 @@ FAST = "    analyzers: word\n"
 
 
 @pytest.fixture(scope="module")
-def prepared(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def prepared(sample_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real sample, validated and split, cut to a stratified subset of real products; its
     validation rows are moved to the test split, so a tuner that read the validation split
     would find nothing there."""
-    from prodclass.data.prepare import SplitParams, prepare
     from prodclass.data.split import stratified_subset
-    from prodclass.data.validate import validate
 
     out = tmp_path_factory.mktemp("tune") / "prepared"
-    prepare(validate(sample, workers=2), out, SplitParams())
+    shutil.copytree(sample_prepared, out)
     products = pd.read_csv(out / PRODUCTS_FILE, index_col=0, dtype=str, keep_default_na=False)
     # another seed than the split's: its lowest hashes are the test split
     products = stratified_subset(products, N_PRODUCTS, seed=0)

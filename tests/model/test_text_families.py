@@ -17,8 +17,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from prodclass.data.prepare import SplitParams, load_prepared, prepare
-from prodclass.data.validate import validate
+from prodclass.data.prepare import load_prepared
 from prodclass.models import text_lstm
 from prodclass.models.base import ProductClassifier
 from prodclass.models.device import DeviceUnavailableError
@@ -43,10 +42,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 @pytest.fixture(scope="module")
-def splits(sample, tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
-    out = tmp_path_factory.mktemp("prepared")
-    prepare(validate(sample), out, SplitParams())
-    return load_prepared(out, "train"), load_prepared(out, "val")
+def splits(sample_prepared) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return load_prepared(sample_prepared, "train"), load_prepared(sample_prepared, "val")
 
 
 @pytest.fixture(scope="module")

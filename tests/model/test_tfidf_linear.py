@@ -5,17 +5,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from prodclass.data.prepare import SplitParams, load_prepared, prepare
+from prodclass.data.prepare import load_prepared
 from prodclass.data.text import product_text
-from prodclass.data.validate import validate
 from prodclass.models.registry import create, load_model_dir
 
 
 @pytest.fixture(scope="module")
-def prepared(sample, tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepared")
-    prepare(validate(sample), out, SplitParams())
-    return out
+def prepared(sample_prepared):
+    return sample_prepared
 
 
 @pytest.fixture(scope="module")

@@ -47,8 +47,31 @@ def log_model(classifier: ProductClassifier, model_dir: Path, example: pd.DataFr
         artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
         signature=infer_signature(example, output),
         input_example=example,
+        pip_requirements=model_requirements(),
     )
     return info.model_uri
+
+
+def model_requirements() -> list[str]:
+    """The pip requirements a logged model records: prodclass's runtime dependencies at the
+    versions it was trained with. Stated rather than inferred: MLflow's inference loads the
+    model once more in a subprocess to watch its imports (seconds per logged model, and blind
+    to what a family imports only when it predicts)."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import Requirement
+
+    pins = set()
+    for spec in requires("prodclass") or []:
+        requirement = Requirement(spec)
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue  # an extra (tests, development tools)
+        try:
+            extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
+            pins.add(f"{requirement.name}{extras}=={version(requirement.name)}")
+        except PackageNotFoundError:  # declared but not installed here: nothing to pin
+            continue
+    return sorted(pins)
 
 
 def model_folder(uri: str) -> Path:
