@@ -108,8 +108,10 @@ class Settings(BaseSettings):
         default=None,
         description="AES-256-GCM keys for sensitive stored fields (user emails), as "
         "`id:base64key,...`: the first encrypts, all decrypt (rotation: put the new key first, "
-        "run `prodclass users reencrypt`, then drop the old). Unset in development: a key "
-        "generated once under state_dir/secrets.",
+        "run `prodclass users reencrypt`, then drop the old); the same in every process that "
+        "shares the database. Unset: refused in production and with a database outside "
+        "state_dir (others may share it); otherwise a key generated once under "
+        "state_dir/secrets.",
     )
     tls_certfile: Path | None = Field(
         default=None, description="PEM certificate: `prodclass serve` then speaks HTTPS."

@@ -3,6 +3,7 @@ a healthcheck on each long-running one, settings from .env, and no start without
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -12,6 +13,9 @@ import subprocess
 import pytest
 import yaml
 
+from prodclass.db.encryption import cipher_from_settings
+from prodclass.serving.security import check_production_secrets
+from prodclass.settings import Settings
 from tests.conftest import PROJECT_ROOT
 
 COMPOSE = shutil.which("docker-compose")
@@ -24,7 +28,11 @@ SECRETS = {
     "MINIO_ROOT_PASSWORD": "minio-test-secret",
     "GRAFANA_ADMIN_PASSWORD": "grafana-test",
     "PRODCLASS_ALERT_WEBHOOK_TOKEN": "alert-webhook-test-token",
+    "PRODCLASS_JWT_SECRET": "compose-test-jwt-secret-0123456789abcdef",
+    "PRODCLASS_ENCRYPTION_KEYS": "k1:" + base64.b64encode(bytes(range(32))).decode(),
 }
+# the services that run prodclass (built from deploy/docker/Dockerfile)
+OURS = ("mlflow", "api", "ui", "dagster", "dagster-ui")
 
 
 def _config(tmp_path, secrets: dict[str, str]) -> subprocess.CompletedProcess:
@@ -83,9 +91,36 @@ def test_the_api_and_the_batch_jobs_share_the_photo_bucket_minio_holds(tmp_path)
     assert needs["condition"] == "service_completed_successfully"
 
 
-def test_the_stack_refuses_to_start_without_its_secrets(tmp_path):
-    done = _config(tmp_path, {k: v for k, v in SECRETS.items() if k != "POSTGRES_PASSWORD"})
-    assert done.returncode != 0 and "set POSTGRES_PASSWORD" in done.stderr
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_the_stack_refuses_to_start_without_any_of_its_secrets(tmp_path, missing):
+    done = _config(tmp_path, {k: v for k, v in SECRETS.items() if k != missing})
+    assert done.returncode != 0 and f"set {missing}" in done.stderr
+
+
+def test_prodclass_runs_in_production_mode_with_the_keys_every_replica_shares(
+    tmp_path, monkeypatch
+):
+    """Every prodclass container runs production mode whatever .env says (.env.example's
+    development included); the api gets the JWT secret and encryption keys of .env, and the
+    environment it renders is one the API accepts in production (no key of its own)."""
+    done = _config(tmp_path, SECRETS)
+    assert done.returncode == 0, done.stderr
+    assert "PRODCLASS_ENVIRONMENT=development" in (tmp_path / ".env").read_text()
+    services = yaml.safe_load(done.stdout)["services"]
+    for name in OURS:
+        assert services[name]["environment"]["PRODCLASS_ENVIRONMENT"] == "production", name
+    api = services["api"]["environment"]
+    for name in ("PRODCLASS_JWT_SECRET", "PRODCLASS_ENCRYPTION_KEYS"):
+        assert api[name] == SECRETS[name], name
+
+    for name in [k for k in os.environ if k.startswith("PRODCLASS_")]:
+        monkeypatch.delenv(name)
+    for name, value in api.items():
+        monkeypatch.setenv(name, str(value))
+    settings = Settings(_env_file=None)
+    assert settings.environment == "production" and settings.db_url.startswith("postgresql")
+    check_production_secrets(settings)  # raises on a weak secret or missing keys
+    assert cipher_from_settings(settings).current_id == "k1"  # the keys of .env
 
 
 def test_the_dockerfile_has_the_targets_compose_builds_and_runs_as_non_root():

@@ -4,6 +4,8 @@ versions, and what the deployment relies on checked: probes, autoscaling, secret
 
 from __future__ import annotations
 
+import base64
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from prodclass.db.encryption import cipher_from_settings
+from prodclass.serving.security import InsecureConfigurationError, check_production_secrets
 from prodclass.settings import Settings
 from tests.conftest import PROJECT_ROOT
 
@@ -26,6 +30,7 @@ KUBERNETES_VERSIONS = ("1.25", "1.35")  # the chart's kubeVersion floor, and rec
 # what a user must give: the token-signing secret, the database, and where MLflow is
 REQUIRED = {
     "secrets.values.PRODCLASS_JWT_SECRET": "0123456789abcdef0123456789abcdef",
+    "secrets.values.PRODCLASS_ENCRYPTION_KEYS": "k1:" + base64.b64encode(bytes(range(32))).decode(),
     "secrets.values.PRODCLASS_DATABASE_URL": "postgresql://prodclass:pw@db:5432/prodclass",
     "secrets.values.DAGSTER_PG_URL": "postgresql://prodclass:pw@db:5432/dagster",
     "settings.PRODCLASS_MLFLOW_TRACKING_URI": "http://mlflow.tracking:5000",
@@ -324,6 +329,38 @@ def test_migrations_run_as_a_hook_before_upgrades():
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 
 
+def test_the_pods_run_in_production_mode_with_the_keys_they_share(monkeypatch):
+    """The API pods and the migrations job read production mode from the ConfigMap and the
+    encryption keys from the Secret, the same for every pod; what they read is an environment
+    the API accepts in production (a real secret, keys given: none generated in a pod)."""
+    objects = render(**{"api.autoscaling.enabled": "false", "api.replicaCount": "3"})
+    settings = objects[("ConfigMap", "shop-prodclass-settings")]["data"]
+    secret = objects[("Secret", "shop-prodclass-secrets")]["stringData"]
+    assert settings["PRODCLASS_ENVIRONMENT"] == "production"
+    keys = REQUIRED["secrets.values.PRODCLASS_ENCRYPTION_KEYS"]
+    assert secret["PRODCLASS_ENCRYPTION_KEYS"] == keys
+    assert objects[("Deployment", "shop-prodclass-api")]["spec"]["replicas"] == 3
+    for kind, name in (("Deployment", "shop-prodclass-api"), ("Job", "shop-prodclass-migrations")):
+        pod = objects[(kind, name)]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert {"configMapRef": {"name": "shop-prodclass-settings"}} in container["envFrom"]
+        assert {"secretRef": {"name": "shop-prodclass-secrets"}} in container["envFrom"]
+
+    for name in [k for k in os.environ if k.startswith("PRODCLASS_")]:
+        monkeypatch.delenv(name)
+    for name, value in (settings | secret).items():
+        monkeypatch.setenv(name, value)
+    pod_settings = Settings(_env_file=None)
+    assert pod_settings.environment == "production"
+    check_production_secrets(pod_settings)  # raises on a weak secret or missing keys
+    assert cipher_from_settings(pod_settings).current_id == "k1"
+
+    # an existing Secret must hold them too: without them a pod refuses to start, saying so
+    monkeypatch.delenv("PRODCLASS_ENCRYPTION_KEYS")
+    with pytest.raises(InsecureConfigurationError, match="PRODCLASS_ENCRYPTION_KEYS is required"):
+        check_production_secrets(Settings(_env_file=None))
+
+
 def test_an_existing_secret_replaces_the_charts_own():
     objects = render(**{"secrets.existingSecret": "prodclass-sealed"})
     assert not [key for key in objects if key[0] == "Secret"]
@@ -344,6 +381,13 @@ def test_the_optional_mlflow_server_is_what_the_api_is_pointed_at():
         ("secrets.values.PRODCLASS_JWT_SECRET", None, "PRODCLASS_JWT_SECRET is required"),
         ("secrets.values.PRODCLASS_DATABASE_URL", None, "PRODCLASS_DATABASE_URL is required"),
         ("secrets.values.DAGSTER_PG_URL", None, "DAGSTER_PG_URL is required"),
+        ("secrets.values.PRODCLASS_ENCRYPTION_KEYS", None, "PRODCLASS_ENCRYPTION_KEYS is required"),
+        (
+            None,
+            {"secrets.values.PRODCLASS_ENCRYPTION_KEYS": "k1:c2hvcnQ="},  # 5 bytes
+            "PRODCLASS_ENCRYPTION_KEYS must read id:base64key",
+        ),
+        (None, {"settings.PRODCLASS_ENVIRONMENT": "development"}, "production mode only"),
         ("settings.PRODCLASS_MLFLOW_TRACKING_URI", None, "PRODCLASS_MLFLOW_TRACKING_URI"),
         (None, {"secrets.values.PRODCLASS_JWT_SECRET": "short"}, "at least 32 characters"),
         (None, {"ingress.enabled": "true"}, "ingress.api.host is required"),

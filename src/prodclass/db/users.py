@@ -55,7 +55,8 @@ def email_of(user: User) -> str | None:
 
 
 def _encrypt_email(email: str) -> str:
-    return get_cipher().encrypt(check_email(email), EMAIL_FIELD)
+    checked = check_email(email)  # a bad address is the user's error, whatever the keys
+    return get_cipher().encrypt(checked, EMAIL_FIELD)
 
 
 def get_user(session: Session, username: str) -> User | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import jwt
 from sqlalchemy.exc import SQLAlchemyError
 
-from prodclass.db.encryption import get_cipher
+from prodclass.db.encryption import EncryptionError, check_keys
 from prodclass.db.revocations import RevokedSet, load_revoked, revoke_token, user_cutoff
 from prodclass.db.session import session_scope
 from prodclass.serving.shared_revocations import SharedRevocations
@@ -62,8 +62,8 @@ def check_production_secrets(settings: Settings) -> None:
             "characters in production (e.g. `openssl rand -hex 32`)"
         )
     try:
-        get_cipher()
-    except ValueError as exc:
+        check_keys(settings)
+    except EncryptionError as exc:
         raise InsecureConfigurationError(str(exc)) from None
 
 

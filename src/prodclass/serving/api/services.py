@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import OperationalError
 
+from prodclass.db.encryption import EncryptionError, check_keys
 from prodclass.db.session import check_schema
 from prodclass.photo_store import PhotoStore, open_photo_store
 from prodclass.serving.ab_testing import AbRouter
@@ -68,6 +69,10 @@ class Services:
         secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
         if secret is None:
             log.warning("PRODCLASS_JWT_SECRET is unset: tokens are signed by a per-process key")
+        try:
+            check_keys(settings)
+        except EncryptionError as exc:  # development: the API runs, emails answer 503 + this
+            log.warning("user emails can be neither stored nor shown: %s", exc)
         slot = _serving_slot(settings)
         shared = SharedState.from_settings(settings)
         photos = open_photo_store(settings)
