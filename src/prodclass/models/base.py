@@ -22,6 +22,8 @@ import prodclass
 if TYPE_CHECKING:  # torch stays unimported for the families that do not need it
     import torch
 
+    from prodclass.models.feature_cache import ActivationStore
+
 MODEL_CARD = "model.json"
 
 
@@ -31,6 +33,10 @@ class NoEmbeddingError(NotImplementedError):
 
 class NoSharedSpaceError(NoEmbeddingError):
     """The model's text and photo vectors cannot be compared: no search of photos by a phrase."""
+
+
+class NoPhotoFeaturesError(NotImplementedError):
+    """The model family reads no photo features through the feature cache."""
 
 
 class FamilyParams(BaseModel):
@@ -115,6 +121,17 @@ class ProductClassifier(ABC):
         """(N, D) unit vectors of free phrases (cleaned like ``text``) in the space of the
         photo vectors of ``embed``: what text-to-photo search compares."""
         raise NoSharedSpaceError(self.shared_space_problem() or "no shared text-photo space")
+
+    def cache_photo_features(self, paths: list[str]) -> ActivationStore:
+        """Compute into the feature cache (``self.cache``, else the one under the settings'
+        state folder) the frozen-trunk activations this configuration reads for ``paths``,
+        under every view it trains on: a fit then finds them all cached. The partitioned
+        photo assets of the pipeline call it per photo shard, so workers fill the cache the
+        models read. Families that read no cached photo features refuse."""
+        raise NoPhotoFeaturesError(
+            f"model family {self.family} reads no cached photo features (late-fusion, "
+            "multimodal-effnet and image-effnet do)"
+        )
 
     def predict(self, products: pd.DataFrame) -> np.ndarray:
         return self.classes_[self.predict_proba(products).argmax(axis=1)]

@@ -41,7 +41,7 @@ from prodclass.models.class_weights import (
     catalogue_shares,
     row_weights,
 )
-from prodclass.models.feature_cache import FeatureCache
+from prodclass.models.feature_cache import ActivationStore, FeatureCache
 from prodclass.models.fusion import Fusion, fit_stacked, fit_weighted, log_softmax
 from prodclass.models.linear_softmax import LinearSoftmax, fit_linear_softmax
 from prodclass.models.photo_features import FrozenPhotoEncoder
@@ -152,10 +152,16 @@ class LateFusionClassifier(ProductClassifier):
         has_photo = (products["image_path"] != "").to_numpy()
         if not has_photo.any():
             return has_photo, np.zeros((0, 0), np.float32)
-        views = ("orig", "hflip") if self.params.tta else ("orig",)
         cache = self.cache or FeatureCache.default()
         paths = [str(p) for p in products["image_path"][has_photo]]
-        return has_photo, self.encoder.features(paths, views, cache).mean(axis=1)
+        return has_photo, self.encoder.features(paths, self._views(), cache).mean(axis=1)
+
+    def _views(self) -> tuple[str, ...]:
+        """The views of each photo the photo member reads (TTA: the mirrored one too)."""
+        return ("orig", "hflip") if self.params.tta else ("orig",)
+
+    def cache_photo_features(self, paths: list[str]) -> ActivationStore:
+        return self.encoder.cache(paths, self._views(), self.cache or FeatureCache.default())
 
     # ---- members' answers ---------------------------------------------------------------
     def _aligned(self, member_classes: np.ndarray, values: np.ndarray, fill: float) -> np.ndarray:

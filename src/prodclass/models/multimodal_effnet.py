@@ -112,9 +112,6 @@ class MultimodalEffnetClassifier(ProductClassifier):
         return self._frozen
 
     def cache_photo_features(self, paths: list[str]) -> ActivationStore:
-        """Compute into the feature cache the trunk activations this configuration reads for
-        ``paths``, under every training view (what a fit would compute first). Partitioned
-        pipeline assets call it per photo shard, so workers fill the cache the models read."""
         return self.frozen.activations(paths, self.cache, self.params.views)
 
     def _activations(

@@ -12,7 +12,12 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from prodclass.models.feature_cache import FeatureCache, trunk_activations
+from prodclass.models.feature_cache import (
+    ActivationStore,
+    FeatureCache,
+    cache_activations,
+    trunk_activations,
+)
 from prodclass.models.image_effnet import EffNetConfig, EffNetTail, EffNetTrunk, build_effnet
 
 
@@ -70,3 +75,12 @@ class FrozenPhotoEncoder:
             paths, trunk, cache, self.config, views=views, progress=len(paths) > 64
         )
         return pooled_features(tail, array_chunks(acts), len(views))
+
+    def cache(
+        self, paths: Sequence[str], views: Sequence[str], cache: FeatureCache
+    ) -> ActivationStore:
+        """Make sure ``cache`` holds the trunk activations ``features`` reads for ``paths``
+        under ``views`` (the same keys: photo content, view, this encoder), computing only the
+        missing ones; nothing is kept in memory."""
+        trunk, _ = self._parts()
+        return cache_activations(paths, trunk, cache, self.config, views=views, progress=False)

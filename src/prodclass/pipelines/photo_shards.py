@@ -6,7 +6,10 @@ asset partition handles the photos whose file name hashes to its shard; a backfi
 shards is one run per shard, which a deployment's run launcher (Kubernetes: one pod per run,
 deploy/dagster/dagster.yaml) or Celery executor spreads over workers. Results land in the
 same content-keyed caches the models read (``state_dir/feature-cache``, ``state_dir/
-ocr-cache``, on storage the workers share), so the training that follows finds them warm.
+ocr-cache``, on storage the workers share), so the training that follows finds them warm: the
+encoder and views are those of the family the pipeline trains (params.yaml's
+``train.model_family``, with its ``families`` section), so the cache keys are the ones its
+training looks up.
 """
 
 import hashlib
@@ -20,7 +23,6 @@ from prodclass.data.layout import IMAGE_DIRS, ChallengeLayout
 
 SHARDS = 8
 photo_shards = dg.StaticPartitionsDefinition([str(i) for i in range(SHARDS)])
-FAMILY = "multimodal-effnet"  # the family whose photo inputs are cached (its params.yaml part)
 
 
 def shard_of(file_name: str, shards: int = SHARDS) -> int:
@@ -63,14 +65,17 @@ class PhotoCaches(dg.ConfigurableResource):
         return [str(p) for p in catalogue_photos(self.data_path()) if shard_of(p.name) == shard]
 
     def model(self):  # type: ignore[no-untyped-def]
-        """An untrained classifier of FAMILY with params.yaml's parameters: its encoder and
-        views are what training reads, so its cache keys are the ones training looks up."""
+        """An untrained classifier of the family the pipeline trains (params.yaml's
+        ``train.model_family``) with its parameters: its encoder and views are what training
+        reads, so its cache keys are the ones training looks up."""
         from prodclass.models.feature_cache import FeatureCache
         from prodclass.models.registry import create
         from prodclass.params import load_params
 
         params_file = Path(self.params_file) if self.params_file else self._settings().params_file
-        model = create(FAMILY, load_params(params_file).family_params(FAMILY))
+        params = load_params(params_file)
+        family = params.train.model_family
+        model = create(family, params.family_params(family))
         model.cache = FeatureCache.at(self.state_path() / "feature-cache")  # type: ignore[attr-defined]
         return model
 
@@ -78,17 +83,26 @@ class PhotoCaches(dg.ConfigurableResource):
 @dg.asset(
     partitions_def=photo_shards,
     group_name="photo_caches",
-    description="Frozen EfficientNet-Lite trunk activations of one shard's photos (every "
-    "training view), in the feature cache the image models read.",
+    description="Frozen EfficientNet-Lite trunk activations of one shard's photos, with the "
+    "encoder and views of the family the pipeline trains (params.yaml), in the feature cache "
+    "its training reads.",
 )
 def photo_features(
     context: AssetExecutionContext, photo_caches: PhotoCaches
 ) -> dg.MaterializeResult:
+    from prodclass.models.base import NoPhotoFeaturesError
+
     paths = photo_caches.photos(int(context.partition_key))
     model = photo_caches.model()
-    store = model.cache_photo_features(paths) if paths else None
+    try:
+        store = model.cache_photo_features(paths) if paths else None
+    except NoPhotoFeaturesError as exc:
+        raise dg.Failure(
+            f"params.yaml's train.model_family is {model.family}: nothing to cache ({exc})"
+        ) from None
     return dg.MaterializeResult(
         metadata={
+            "family": dg.MetadataValue.text(model.family),
             "photos": dg.MetadataValue.int(len(paths)),
             "entries_computed": dg.MetadataValue.int(model.cache.misses),
             "encoder": dg.MetadataValue.text(store.encoder_version if store else "-"),
