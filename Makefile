@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PRODCLASS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps test-deps install demo serve dagster test lint format clean audit soak bench-replicas ablation bench-growth
+.PHONY: help system-deps test-deps install demo serve dagster test test-fast lint format clean audit soak bench-replicas ablation bench-growth
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -77,7 +77,14 @@ $(AZUREML_SERVER)/bin/azmlinfsrv: deploy/azureml/server_env.py | $(BIN)/.install
 
 test: install test-deps $(BIN)/helm $(AZUREML_SERVER)/bin/azmlinfsrv ## Lint and run the test suite
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest -n 2 --dist loadfile --durations=25
+	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=25
+
+# The quick loop before a commit: code, data and docs tests, no server started, no model trained
+# on the whole sample (tests/README.md says what each tier holds and where the time goes).
+test-fast: install ## Lint and run the quick tiers (code, data, docs; under 3 minutes)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not slow and not postgres and not redis" --durations=10 \
+		tests/code tests/data tests/docs
 
 lint: install ## Lint only
 	$(BIN)/ruff check src tests bench

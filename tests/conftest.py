@@ -73,6 +73,52 @@ def _processes_left_running(skip_children: bool = False) -> dict[int, str]:
     return found
 
 
+# The longest test files, longest first (pytest's --durations, summed per file). pytest-xdist
+# hands whole files (and the files of the `served` registry as one unit) to the two workers in
+# collection order (make test: --dist loadgroup --no-loadscope-reorder), so the long ones start
+# at once and the short ones fill in at the end; a file missing here runs after these, in its
+# usual order. See tests/README.md.
+SLOWEST_FILES = (
+    "tests/integration/test_retraining_loop.py",
+    "tests/model/test_multimodal_effnet.py",
+    "tests/model/test_text_families.py",
+    "tests/integration/test_dvc_pipeline.py",
+    "tests/model/test_late_fusion.py",
+    "tests/integration/test_dagster_definitions.py",
+    "tests/integration/test_mlflow_server_postgres.py",
+    "tests/serving/test_fuzz_api.py",
+    "tests/serving/test_security.py",
+    "tests/model/test_multimodal_clip.py",
+    "tests/model/test_clip_style.py",
+    "tests/integration/test_dagster_ui.py",
+    "tests/serving/test_ui_apptest.py",
+    "tests/code/test_setup.py",
+)
+
+
+def _file(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest files first (a stable sort: each file keeps its own order). Each file is one
+    unit of work for pytest-xdist (``--dist loadgroup``), except that every file using the
+    ``served`` registry runs on one worker, which trains it once. A test that uses a
+    PostgreSQL or Redis server is marked so (``-m "not postgres"``, ``-m "not redis"``)."""
+    rank = {path: i for i, path in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(_file(item), len(rank)))
+    serving = {_file(item) for item in items if "served" in getattr(item, "fixturenames", ())}
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        group = "served" if _file(item) in serving else _file(item)
+        item.add_marker(pytest.mark.xdist_group(group))
+        if "postgres_url" in fixtures:
+            item.add_marker(pytest.mark.postgres)
+        if "redis_server" in fixtures:
+            item.add_marker(pytest.mark.redis)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch

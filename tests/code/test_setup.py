@@ -152,6 +152,7 @@ def test_a_real_postgres_database(postgres_url, database):
 """
 
 
+@pytest.mark.slow  # starts a PostgreSQL cluster of its own
 @pytest.mark.skipif(not (PG_BIN / "initdb").is_file(), reason="needs PostgreSQL's server binaries")
 def test_postgres_tests_run_on_a_private_cluster_when_the_configured_server_is_closed(tmp_path):
     inner = tmp_path / "test_inner.py"
@@ -181,6 +182,7 @@ def test_a_real_redis(redis_space):
 """
 
 
+@pytest.mark.slow  # starts a Redis server of its own
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_redis_tests_run_on_a_private_server_when_the_configured_one_is_closed(tmp_path):
     inner = tmp_path / "test_inner_redis.py"

@@ -50,7 +50,7 @@ USERS = {
     "bob": "client",  # signs out
     "rate": "client",  # hits the rate limit
 }
-PER_MINUTE, BURST = 30, 6  # 6 requests at once, then one per 2 s
+PER_MINUTE, BURST = 12, 6  # 6 requests at once, then one per 5 s: a window of 30 s
 CAP_MB = 1  # each replica's feature and OCR caches
 MIB = 1024 * 1024
 PREFIX = "uploads"

@@ -7,7 +7,6 @@ champion's refusal), and the messages for an API that is down or a session that 
 from __future__ import annotations
 
 import io
-import time
 import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 import prodclass.ui
 from prodclass.settings import get_settings
-from tests.servers import free_port
+from tests.servers import free_port, wait_for
 from tests.serving.conftest import PASSWORDS, SERVER_JWT_SECRET, server_launcher
 
 APP = str(prodclass.ui.__file__).replace("__init__.py", "app.py")
@@ -267,7 +266,16 @@ def test_monitoring_page_counts_predictions_and_shows_drift(ui_settings, served)
         {"drift": True, "drifted": ["inputs"]},
         "2",
     )
-    time.sleep(1.2)  # the log writer's flush interval
+    # the predictions of the tests before, once the log writer has flushed them
+    reviewer = {"Authorization": f"Bearer {_token(ui_settings, 'reviewer')}"}
+    wait_for(
+        lambda: (
+            httpx.get(f"{ui_settings}/monitoring/summary", headers=reviewer)
+            .json()
+            .get("predictions", 0)
+        ),
+        "the prediction log to be written",
+    )
     at = _page("monitoring", ui_settings, "reviewer")
     assert not at.exception
     assert at.metric[0].label == "Predictions" and int(at.metric[0].value) >= 1
