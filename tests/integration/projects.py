@@ -84,10 +84,12 @@ def dvc(project: Path, env: dict[str, str], *args: str) -> str:
 
 
 def make_project(root: Path, data: Path, params: dict | None = None) -> dict[str, str]:
-    """A git + DVC project in ``root`` (dvc.yaml, params.yaml with the fast text family and
-    ``params`` merged in, src/) on the data folder ``data``; returns its environment."""
+    """A git + DVC project in ``root`` (dvc.yaml and models/dvc.yaml, params.yaml with the fast
+    text family and ``params`` merged in, src/) on the data folder ``data``; returns its
+    environment."""
     root.mkdir(parents=True)
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+    (root / "models").mkdir()
+    for name in ("dvc.yaml", "models/dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(PROJECT_ROOT / name, root / name)
     # the pipeline's mechanics, not the model, are under test: the fast text family trains
     merged = yaml.safe_load((root / "params.yaml").read_text())

@@ -18,7 +18,14 @@ from prodclass.data.validate import validate
 from prodclass.models.feature_cache import FeatureCache
 from prodclass.models.registry import create
 from prodclass.params import load_params
-from prodclass.pipelines.definitions import STAGES, defs, photo_caches, retrain_when_needed
+from prodclass.pipelines.definitions import (
+    PIPELINE_FILES,
+    STAGES,
+    DvcProject,
+    defs,
+    photo_caches,
+    retrain_when_needed,
+)
 from prodclass.pipelines.photo_shards import (
     PhotoCaches,
     catalogue_photos,
@@ -38,8 +45,17 @@ def test_the_code_location_loads_with_its_jobs_schedule_and_sensor():
 
 
 def test_the_assets_are_the_dvc_stages_with_their_dependencies():
-    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+    stages = {}
+    for name in PIPELINE_FILES:  # the data stages, then the model stages
+        stages |= yaml.safe_load((PROJECT_ROOT / name).read_text())["stages"]
     assert list(STAGES) == list(stages)
+    project = DvcProject(project_dir=str(PROJECT_ROOT))
+    assert [project.target(s) for s in ("ingest", "prepare", "train", "register")] == [
+        "ingest",
+        "prepare",
+        "models/dvc.yaml:train",
+        "models/dvc.yaml:register",
+    ]
     for stage, upstream in STAGES.items():
         outs = {d for u in upstream for d in _outs(stages[u])}
         assert outs <= set(stages[stage].get("deps", [])) | {"reports/train.json"}, stage

@@ -61,12 +61,16 @@ def _digest(path: Path, algorithm: str = "sha256") -> str:
     return hashlib.new(algorithm, path.read_bytes()).hexdigest()
 
 
+# how DVC names a stage in its output: bare (dvc.yaml), or after its file (models/dvc.yaml:train)
+STAGE = r"(?:[\w./-]+:)?([\w-]+)"
+
+
 def _skipped(output: str) -> set[str]:
-    return set(re.findall(r"Stage '([\w-]+)' didn't change, skipping", output))
+    return set(re.findall(rf"Stage '{STAGE}' didn't change, skipping", output))
 
 
 def _ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([\w-]+)'", output))
+    return set(re.findall(rf"Running stage '{STAGE}'", output))
 
 
 @pytest.fixture(scope="module")

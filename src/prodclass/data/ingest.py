@@ -2,7 +2,9 @@
 
 The snapshot (CSV hashes, photo listing) is the first DVC output: when it is unchanged, every
 later stage is reused; point ``PRODCLASS_DATA_DIR`` elsewhere and the pipeline reruns. The raw
-folder itself is never copied.
+folder itself is never copied. The folder is recorded as given, never resolved: the default,
+``../shared/data/rakuten_sample``, gives the same snapshot on every clone (and the committed
+dvc.lock holds), where an absolute path would differ from one machine to the next.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def snapshot(data_dir: Path) -> dict[str, Any]:
             "count": len(entries),
             "listing_sha256": hashlib.sha256(listing).hexdigest(),
         }
-    return {"data_dir": str(root), "files": files, "images": images}
+    return {"data_dir": str(data_dir), "files": files, "images": images}
 
 
 def write_snapshot(data_dir: Path, out: Path) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """Prepare: validated products + cleaned text + split manifest, written to a folder.
 
 The prepared folder is what training and evaluation read (and what DVC versions):
-``products.csv`` (one row per accepted product, with its split) and ``meta.json``.
+``products.csv`` (one row per accepted product, with its split) and ``meta.json``. Where the
+photos are is written as given: a data folder given as a relative path (the default) is
+recorded relative to the prepared folder, an absolute one as is; so the folder DVC hashes
+holds no machine path when the data is given relative, and reads back from any clone.
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from prodclass.data.layout import IMAGE_DIRS
 from prodclass.data.split import SPLITS, hashed_split
 from prodclass.data.validate import ValidatedData
 
@@ -57,16 +62,21 @@ def prepare(
         extra = extra[~extra["productid"].isin(held_out)]
         extra.index = [f"feedback-{i}" for i in extra.index]
         extra["split"] = "train"
-        extra["image"] = [str(Path(p).resolve()) if p else "" for p in extra["image_path"]]
+        photos = _portable(Path(extra_train.report.data_dir), out_dir)
+        extra["image"] = [
+            str(photos / IMAGE_DIRS[extra_train.report.subset] / Path(p).name) if p else ""
+            for p in extra["image_path"]
+        ]
         products = pd.concat([products, extra])
         n_extra = len(extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = products[MANIFEST_COLUMNS]
     manifest.to_csv(out_dir / PRODUCTS_FILE, index=True)
-    image_dirs = {Path(p).parent for p in validated.products["image_path"] if p}
+    data_dir = _portable(Path(validated.report.data_dir), out_dir)
+    has_photos = (validated.products["image_path"] != "").any()
     meta = {
-        "data_dir": validated.report.data_dir,
-        "image_dir": str(next(iter(image_dirs))) if image_dirs else "",
+        "data_dir": str(data_dir),
+        "image_dir": str(data_dir / IMAGE_DIRS[validated.report.subset]) if has_photos else "",
         "split_params": params.__dict__,
         "n_products": len(products),
         "n_rejected": validated.report.n_rejected,
@@ -83,8 +93,16 @@ def prepare(
     return meta
 
 
+def _portable(folder: Path, out_dir: Path) -> Path:
+    """``folder`` as the prepared folder ``out_dir`` records it: relative to ``out_dir`` when
+    given relative (to the working folder), else as is."""
+    return folder if folder.is_absolute() else Path(os.path.relpath(folder, out_dir))
+
+
 def load_prepared(prepared_dir: Path, split: str | None = None) -> pd.DataFrame:
-    """Read a prepared folder back, with absolute ``image_path`` ('' when there is no photo)."""
+    """Read a prepared folder back, with each photo's ``image_path`` ('' when there is none):
+    ``image`` is a file name in meta.json's ``image_dir``, or (reviewed products) a path; the
+    relative ones are relative to the prepared folder."""
     meta = json.loads((prepared_dir / META_FILE).read_text())
     products = pd.read_csv(
         prepared_dir / PRODUCTS_FILE,
@@ -96,8 +114,13 @@ def load_prepared(prepared_dir: Path, split: str | None = None) -> pd.DataFrame:
     products["text"] = products["text"].astype(str)
     # the cleaned title apart (some text features weigh it on its own); '' in older folders
     products["title"] = products["title"].astype(str) if "title" in products else ""
-    image_dir = Path(meta["image_dir"])
-    products["image_path"] = [str(image_dir / name) if name else "" for name in products["image"]]
+    image_dir = Path(prepared_dir) / meta["image_dir"]  # as is when absolute
+    products["image_path"] = [
+        os.path.normpath(Path(prepared_dir) / name if "/" in name else image_dir / name)
+        if name
+        else ""
+        for name in products["image"]
+    ]
     if split is not None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")

@@ -104,7 +104,8 @@ def validate(
     DataValidationError on a fatal problem; the report then holds that sentence too.
     """
     layout = ChallengeLayout(Path(data_dir).resolve())
-    report = ValidationReport(data_dir=str(Path(data_dir).resolve()), subset=subset)
+    # the folder as given: a relative one (the default) names no machine in the report
+    report = ValidationReport(data_dir=str(data_dir), subset=subset)
     try:
         features, labels = _read_files(layout, subset, report)
     except DataValidationError as exc:

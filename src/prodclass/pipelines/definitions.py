@@ -1,8 +1,9 @@
 """Dagster code location of prodclass: `dagster dev -m prodclass.pipelines.definitions`.
 
-- ``lifecycle`` assets, one per DVC stage of ``dvc.yaml`` (ingest, validate, feedback, prepare,
-  train, evaluate, register). Each runs ``dvc repro --single-item <stage>``, so DVC still
-  decides what is stale and versions every output; Dagster orders, runs, records and triggers.
+- ``lifecycle`` assets, one per DVC stage (ingest, validate, feedback, prepare in ``dvc.yaml``;
+  train, evaluate, register in ``models/dvc.yaml``). Each runs ``dvc repro --single-item
+  <stage>``, so DVC still decides what is stale and versions every output; Dagster orders,
+  runs, records and triggers.
 - jobs: ``training`` (the lifecycle), ``retraining`` (the same, started by the sensor: the
   ``feedback`` stage brings the newly reviewed products in) and ``drift_check``.
 - ``photo_caches`` assets (``photo_shards.py``): the trunk activations and OCR of each photo
@@ -26,10 +27,13 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import func, select
 
-from prodclass.pipelines.dvc_pipeline import REGISTRATION_REPORT, dvc
+from prodclass.pipelines.dvc_pipeline import REGISTRATION_REPORT, PipelineError, dvc
 from prodclass.pipelines.photo_shards import PhotoCaches, photo_cache_assets, photo_caches_job
 
-# stage -> the stages it reads (as in dvc.yaml)
+# the files declaring the stages: the data stages (lock committed), then the model stages
+# (lock kept by the machine)
+PIPELINE_FILES = ("dvc.yaml", "models/dvc.yaml")
+# stage -> the stages it reads (as in those files)
 STAGES: dict[str, list[str]] = {
     "ingest": [],
     "validate": ["ingest"],
@@ -52,8 +56,21 @@ class DvcProject(dg.ConfigurableResource):
     project_dir: str = "."
     force: bool = False
 
+    def target(self, stage: str) -> str:
+        """How DVC names ``stage``: bare in dvc.yaml, ``models/dvc.yaml:train`` elsewhere."""
+        import yaml
+
+        root = Path(self.project_dir)
+        for name in PIPELINE_FILES:
+            path = root / name
+            if path.is_file() and stage in (yaml.safe_load(path.read_text()) or {}).get(
+                "stages", {}
+            ):
+                return stage if name == "dvc.yaml" else f"{name}:{stage}"
+        raise PipelineError(f"no stage {stage!r} in {' or '.join(PIPELINE_FILES)} of {root}")
+
     def repro(self, stage: str) -> None:
-        dvc("repro", "--single-item", *(["--force"] if self.force else []), stage,
+        dvc("repro", "--single-item", *(["--force"] if self.force else []), self.target(stage),
             cwd=Path(self.project_dir))  # fmt: skip
 
 
@@ -72,7 +89,7 @@ def _stage_asset(stage: str, upstream: list[str]) -> dg.AssetsDefinition:
         name=stage,
         deps=upstream,
         group_name="lifecycle",
-        description=f"DVC stage `{stage}` of dvc.yaml (reused when up to date).",
+        description=f"DVC stage `{stage}` (reused when up to date).",
     )
     def _asset(project: DvcProject) -> dg.MaterializeResult:
         project.repro(stage)
