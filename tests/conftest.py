@@ -45,6 +45,10 @@ if os.environ.get(SESSION_OWNER) != str(os.getppid()) or SESSION_MARK not in os.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[_threads] = "1"
+    # a worker is handed COLUMNS=80 and LINES=24, which rich would fix as the width of the
+    # CLI's console at import; without them it reads the width each test gives
+    for _size in ("COLUMNS", "LINES"):
+        os.environ.pop(_size, None)
 
 
 def _parent(pid: str) -> int:

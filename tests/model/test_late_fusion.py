@@ -35,7 +35,7 @@ from prodclass.models.registry import create, load_model_dir
 from prodclass.settings import get_settings
 
 CODES = SIX_CODES
-FAST = {"threads": 1}
+FAST = {"threads": 1, "fusion_folds": 2}  # two inner folds, not the default three
 
 
 @pytest.fixture(scope="module")

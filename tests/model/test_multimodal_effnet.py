@@ -1,10 +1,11 @@
 """The `multimodal-effnet` and `image-effnet` families, trained on real sample products.
 
-Real EfficientNet-Lite0 weights (pip package), real Tesseract OCR, real photos and titles of
-six product types. The tests assert behaviour: every modality predicts on its own, hiding an
-input changes the answer, the folder is self-contained, the photo branch alone classifies
-photos, the run lands in MLflow. Accuracy on the whole sample is measured by the benchmarks
-and the cross-validation, not here.
+Real EfficientNet-Lite0 weights (pip package), real photos and titles of six product types;
+Tesseract's words on the photos are checked on their own (the shared reader is tested in
+test_ocr.py and test_late_fusion.py). The tests assert behaviour: every modality predicts on
+its own, hiding an input changes the answer, the folder is self-contained, the photo branch
+alone classifies photos, the run lands in MLflow. Accuracy on the whole sample is measured by
+the benchmarks and the cross-validation, not here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tests.model.multimodal_checks import (
 
 from prodclass.models.effnet_net import NET_FILE
 from prodclass.models.multimodal_effnet import MultimodalEffnetClassifier, MultimodalEffnetParams
+from prodclass.models.product_words import ocr_words
 from prodclass.models.registry import create, load_model_dir
 from prodclass.models.stacked_members import TFIDF_DIR
 from prodclass.registry.model_registry import load_classifier, promote, register
@@ -44,6 +46,7 @@ FAST = {
     "batch_size": 32,
     "stack_folds": 3,
     "threads": 1,
+    "ocr": False,  # Tesseract on every photo would be most of the time: tested on its own below
 }
 
 
@@ -137,6 +140,13 @@ def test_image_effnet_learns_from_photos_only_and_still_answers_without_one(spli
     assert accuracy > 0.4, accuracy  # chance: ~0.17
     proba = model.predict_proba(test[test["image_path"] == ""].head(3))
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_with_ocr_on_the_words_read_on_each_photo_join_the_products_words(splits):
+    photos = splits["train"][splits["train"]["image_path"] != ""].head(3)
+    reading = create("multimodal-effnet", FAST | {"ocr": True})
+    assert reading._ocr_words(photos) == ocr_words(list(photos["image_path"]))
+    assert create("multimodal-effnet", FAST)._ocr_words(photos) == ["", "", ""]
 
 
 # ---- params -----------------------------------------------------------------------------

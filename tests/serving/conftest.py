@@ -118,6 +118,14 @@ def served(six_codes_prepared: Path, sample: Path, tmp_path_factory) -> Iterator
     get_settings.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def served_registry_is_mlflows_default(request: pytest.FixtureRequest) -> None:
+    """A test over ``served`` reaches its registry through MLflow's process-wide URI, as the
+    API does; whatever ran before it on this worker may have pointed MLflow elsewhere."""
+    if "served" in request.fixturenames:
+        configure_mlflow(request.getfixturevalue("served").settings)
+
+
 @dataclass
 class ClipServed:
     folder: Path  # the clip-style model folder (served by its path)

@@ -16,6 +16,11 @@ from tests.serving.conftest import PRODCLASS, SERVER_JWT_SECRET, ServerProcess
 PASSWORD = "replica-password-1"
 
 
+# seconds a request to a replica may take: a loaded machine (tests on both cores, a replica
+# starting a Dagster run) can take far over httpx's default 5 s
+TIMEOUT = 60.0
+
+
 def replica_env(
     name: str, folder: Path, db_url: str, space: RedisSpace, **settings: str
 ) -> dict[str, str]:
@@ -67,7 +72,9 @@ def running_replicas(
 
 
 def sign_in(url: str, username: str, password: str = PASSWORD) -> httpx.Response:
-    return httpx.post(f"{url}/token", data={"username": username, "password": password})
+    return httpx.post(
+        f"{url}/token", data={"username": username, "password": password}, timeout=TIMEOUT
+    )
 
 
 def bearer(url: str, username: str) -> dict[str, str]:
@@ -77,4 +84,4 @@ def bearer(url: str, username: str) -> dict[str, str]:
 
 
 def me(url: str, headers: dict[str, str]) -> httpx.Response:
-    return httpx.get(f"{url}/users/me", headers=headers)
+    return httpx.get(f"{url}/users/me", headers=headers, timeout=TIMEOUT)

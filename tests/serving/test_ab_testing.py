@@ -72,7 +72,7 @@ class AbServed:
 def ab_served(served: Served, tmp_path_factory) -> AbServed:
     """The served versions registered again under MODEL_NAME (champion and challenger
     aliases there), served from a state folder and database of their own."""
-    mlflow = MlflowClient()
+    mlflow = MlflowClient(served.settings.tracking_uri, served.settings.tracking_uri)
     versions = {}
     for role, version in (
         ("challenger", served.text_version),

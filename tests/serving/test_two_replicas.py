@@ -38,7 +38,7 @@ from tests.servers import (
 )
 from tests.serving.conftest import SamplePhotos
 from tests.serving.pipeline_project import dvc_project
-from tests.serving.replicas import PASSWORD, bearer, me, running_replicas
+from tests.serving.replicas import PASSWORD, TIMEOUT, bearer, me, running_replicas
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -179,7 +179,7 @@ def _stored(db_url: str, prediction_id: str) -> bool:
 
 
 def _latest(url: str, headers: dict) -> dict:
-    latest = httpx.get(f"{url}/training/runs/latest", headers=headers)
+    latest = httpx.get(f"{url}/training/runs/latest", headers=headers, timeout=TIMEOUT)
     assert latest.status_code == 200, latest.text
     return latest.json()
 
@@ -189,11 +189,11 @@ def test_two_replicas_behave_as_one(pair: Pair, sample_products: SamplePhotos):
 
     # a retraining asked of A: a Dagster run, followed to its end below while the rest runs
     admin = bearer(a, "admin")
-    asked = httpx.post(f"{a}/training/runs", headers=admin)
+    asked = httpx.post(f"{a}/training/runs", headers=admin, timeout=TIMEOUT)
     assert asked.status_code == 202, asked.text
     run = asked.json()
     assert run["job"] == "retraining" and run["state"] in ("queued", "running"), run
-    busy = httpx.post(f"{b}/training/runs", headers=bearer(b, "admin"))
+    busy = httpx.post(f"{b}/training/runs", headers=bearer(b, "admin"), timeout=TIMEOUT)
     assert busy.status_code == 409 and run["id"] in busy.json()["detail"]
 
     # a photo sent to A: in the bucket, nowhere on A; in B's queue, served and exported by B
@@ -209,13 +209,14 @@ def test_two_replicas_behave_as_one(pair: Pair, sample_products: SamplePhotos):
         f"{b}/predictions",
         params={"order": "recent", "unreviewed": "true", "limit": 1000},
         headers=reviewer,
+        timeout=TIMEOUT,
     ).json()
     (mine,) = [p for p in queue if p["id"] == prediction_id]
     assert mine["image_sha256"] == sha
-    image = httpx.get(f"{b}/predictions/{prediction_id}/image", headers=reviewer)
+    image = httpx.get(f"{b}/predictions/{prediction_id}/image", headers=reviewer, timeout=TIMEOUT)
     assert image.status_code == 200 and image.content == photo
     given = httpx.post(f"{b}/feedback/{prediction_id}", json={"prdtypecode": 2583},
-                       headers=reviewer)  # fmt: skip
+                       headers=reviewer, timeout=TIMEOUT)  # fmt: skip
     assert given.status_code == 201, given.text
     export = httpx.get(f"{b}/feedback/export", headers=reviewer, timeout=60)
     assert export.status_code == 200, export.text
@@ -227,7 +228,7 @@ def test_two_replicas_behave_as_one(pair: Pair, sample_products: SamplePhotos):
     # a token signed out on A is refused by B on its very next request
     bob = bearer(a, "bob")
     assert me(b, bob).status_code == 200
-    assert httpx.post(f"{a}/token/revoke", headers=bob).status_code == 204
+    assert httpx.post(f"{a}/token/revoke", headers=bob, timeout=TIMEOUT).status_code == 204
     refused = me(b, bob)
     assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
 

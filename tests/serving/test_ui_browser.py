@@ -94,7 +94,7 @@ def test_sign_in_upload_a_photo_and_see_its_category(
     fields, photo, truth = _well_classified_product(api_url, sample, sample_products)
     photo_file = tmp_path / "product.jpg"
     photo_file.write_bytes(photo)
-    wait = WebDriverWait(browser, 60)
+    wait = WebDriverWait(browser, 120)  # the first photo loads the model: slow on a busy machine
     browser.get(ui_url)
     wait.until(
         ready.presence_of_element_located((By.CSS_SELECTOR, "input[aria-label='User name']"))
