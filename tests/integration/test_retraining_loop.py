@@ -27,8 +27,8 @@ from prodclass.db.users import create_user
 from prodclass.settings import Settings, get_settings
 
 pytestmark = pytest.mark.slow
-KNOWN_SHARE = 0.4  # of the sample's products, what the champion is trained on
-STREAM = 400  # new products posted to the API, then reviewed
+KNOWN_SHARE = 0.2  # of the sample's products, what the champion is trained on (1,222)
+STREAM = 200  # new products posted to the API, then reviewed
 
 
 @pytest.fixture(scope="module")
