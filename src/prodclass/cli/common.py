@@ -15,7 +15,7 @@ from rich.console import Console
 from prodclass.data.validate import DataValidationError
 from prodclass.models.registry import UnknownFamilyError
 from prodclass.params import ParamsError, SplitSection
-from prodclass.registry.model_registry import RegistryError
+from prodclass.registry.errors import RegistryError
 from prodclass.settings import Settings, get_settings
 
 console = Console(stderr=True, soft_wrap=True)

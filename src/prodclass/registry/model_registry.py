@@ -22,6 +22,7 @@ from mlflow.models import infer_signature
 
 from prodclass.models.base import MODEL_CARD, ProductClassifier
 from prodclass.models.registry import load_model_dir
+from prodclass.registry.errors import RegistryError
 from prodclass.registry.pyfunc import MODEL_DIR_ARTIFACT, ProdclassPyfunc, predict_frame
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,6 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 METRIC_TAGS = ("weighted_f1", "macro_f1", "accuracy")
-
-
-class RegistryError(RuntimeError):
-    """A registry operation that cannot be done; the message says why."""
 
 
 def log_model(classifier: ProductClassifier, model_dir: Path, example: pd.DataFrame) -> str:
