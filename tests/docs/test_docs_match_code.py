@@ -45,13 +45,14 @@ def openapi_operations() -> frozenset[tuple[str, str]]:
 
 @cache
 def app_operations() -> dict[str, set[str]]:
-    """path -> methods: the operations, and FastAPI's own pages (/docs, /openapi.json)."""
+    """path -> methods: the operations, the docs pages (/docs, /redoc, /openapi.json) and
+    mounted folders (/docs/assets: GET)."""
     served: dict[str, set[str]] = {}
     for method, path in openapi_operations():
         served.setdefault(path, set()).add(method)
     for route in app().routes:
         if path := getattr(route, "path", None):
-            served.setdefault(path, set()).update(route.methods or {"GET"})
+            served.setdefault(path, set()).update(getattr(route, "methods", None) or {"GET"})
     return served
 
 

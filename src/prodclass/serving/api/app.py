@@ -25,6 +25,7 @@ from prodclass.photo_store import PhotoStoreError
 from prodclass.registry.model_registry import RegistryError
 from prodclass.serving import metrics
 from prodclass.serving.api.deps import storable_url
+from prodclass.serving.api.docs_pages import add_docs_pages
 from prodclass.serving.api.routes import (
     ab_testing,
     alerts,
@@ -76,7 +77,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # before every route's own dependencies: no text a URL carries that cannot be taken
         dependencies=[Depends(storable_url)],
+        # /docs and /redoc are added below with their files served by the API: no CDN
+        docs_url=None,
+        redoc_url=None,
     )
+    add_docs_pages(app)
     for module in (
         system,
         auth,
