@@ -116,4 +116,5 @@ ablation: install ## Cross-validate the baselines and each model component: repo
 
 clean: ## Remove pipeline outputs and embedded state (keeps the virtualenv and tracked files)
 	rm -rf state data/prepared data/snapshot.json data/feedback models/candidate \
-		reports/validation.json reports/train.json reports/evaluation.json reports/registration.json
+		reports/validation.json reports/train.json reports/evaluation.json reports/registration.json \
+		models/dvc.lock
