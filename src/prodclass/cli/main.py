@@ -13,6 +13,7 @@ from prodclass.cli import experiment as experiment_cli
 from prodclass.cli import models as models_cli
 from prodclass.cli import monitor as monitor_cli
 from prodclass.cli import pipeline as pipeline_cli
+from prodclass.cli import predict as predict_cli
 from prodclass.cli import service as service_cli
 from prodclass.cli import tune as tune_cli
 from prodclass.cli.common import (
@@ -37,6 +38,7 @@ app.add_typer(models_cli.app, name="models")
 app.add_typer(pipeline_cli.app, name="pipeline")
 app.add_typer(experiment_cli.app, name="experiment")
 app.command()(tune_cli.tune)
+app.command()(predict_cli.predict)
 app.command()(service_cli.serve)
 app.command()(service_cli.ui)
 app.add_typer(service_cli.db_app, name="db")

@@ -10,6 +10,9 @@
   shard (8 partitions by a hash of the file name), and their ``photo_caches`` job; a backfill
   of all shards fills the caches training reads, one run per shard, spread over workers by the
   deployment's run launcher.
+- ``catalogue_scoring`` assets (``catalogue_scores.py``): the whole catalogue scored with the
+  serving predictor, one file per photo shard (job ``catalogue_scoring``), then joined into
+  one file (job ``catalogue_scoring_merge``).
 - ``nightly_drift_check`` schedule, and ``retrain_when_needed`` sensor: enough new reviewed
   labels since the last retraining, or a drift check that found drift.
 
@@ -27,6 +30,12 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import func, select
 
+from prodclass.pipelines.catalogue_scores import (
+    CatalogueScoring,
+    catalogue_scoring_assets,
+    catalogue_scoring_job,
+    catalogue_scoring_merge_job,
+)
 from prodclass.pipelines.dvc_pipeline import REGISTRATION_REPORT, PipelineError, dvc
 from prodclass.pipelines.photo_shards import PhotoCaches, photo_cache_assets, photo_caches_job
 
@@ -183,11 +192,22 @@ def retrain_when_needed(context: dg.SensorEvaluationContext):
 
 
 defs = dg.Definitions(
-    assets=[*lifecycle, drift_report, *photo_cache_assets],
-    jobs=[training_job, retraining_job, drift_job, photo_caches_job],
+    assets=[*lifecycle, drift_report, *photo_cache_assets, *catalogue_scoring_assets],
+    jobs=[
+        training_job,
+        retraining_job,
+        drift_job,
+        photo_caches_job,
+        catalogue_scoring_job,
+        catalogue_scoring_merge_job,
+    ],
     schedules=[nightly_drift_check],
     sensors=[retrain_when_needed],
-    resources={"project": DvcProject(), "photo_caches": PhotoCaches()},
+    resources={
+        "project": DvcProject(),
+        "photo_caches": PhotoCaches(),
+        "catalogue_scoring": CatalogueScoring(),
+    },
 )
 
 
