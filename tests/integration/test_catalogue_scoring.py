@@ -238,6 +238,12 @@ def test_a_run_is_not_continued_with_other_options(
     assert "top_k 3 (this run: 2)" in said and "remove" in said, said
     assert runner.invoke(app, args).exit_code == 0 and not work_folder(out).exists()
 
+    other = tmp_path / "other.csv"  # a work folder that is not this command's
+    work_folder(other).mkdir()
+    (work_folder(other) / "manifest.json").write_text("{not json")
+    result = runner.invoke(app, [*args[:-4], "--out", str(other), "--model", str(model_dir)])
+    assert result.exit_code == 1 and "is not a manifest of `prodclass predict`" in result.output
+
 
 def test_dagster_scores_each_shard_and_joins_them_as_one_run(
     model_dir, predictor, six_codes_data, tmp_path

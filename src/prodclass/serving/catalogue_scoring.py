@@ -368,7 +368,12 @@ def _open_work(work: Path, manifest: Manifest) -> set[int]:
         work.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda f: f.write(json.dumps(asdict(manifest), indent=2).encode()))
         return set()
-    earlier = Manifest(**json.loads(path.read_text()))
+    try:
+        earlier = Manifest(**json.loads(path.read_text()))
+    except (ValueError, TypeError):  # not JSON, or not this command's keys
+        raise ScoringConflictError(
+            f"{path} is not a manifest of `prodclass predict`: remove {work} to start over"
+        ) from None
     if differences := manifest.differences(earlier):
         raise ScoringConflictError(
             f"{work} holds a run started with {'; '.join(differences)}: run it again as it "
