@@ -173,6 +173,13 @@ def sample_dir() -> Path:
     return path.resolve()
 
 
+@pytest.fixture(autouse=True)
+def settings_from_the_environment() -> None:
+    """Each test reads the settings its environment gives: a test before it on the same
+    worker may have changed the environment and left the settings it read in the cache."""
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def sample() -> Path:
     path = sample_dir()

@@ -31,6 +31,7 @@ from prodclass.registry.model_registry import (
     register,
     set_challenger,
 )
+from prodclass.registry.tracking import configure_mlflow
 from prodclass.serving.ab_testing import (
     AbRouter,
     product_key,
@@ -72,6 +73,7 @@ class AbServed:
 def ab_served(served: Served, tmp_path_factory) -> AbServed:
     """The served versions registered again under MODEL_NAME (champion and challenger
     aliases there), served from a state folder and database of their own."""
+    configure_mlflow(served.settings)  # register() below works on MLflow's default store
     mlflow = MlflowClient(served.settings.tracking_uri, served.settings.tracking_uri)
     versions = {}
     for role, version in (
