@@ -77,13 +77,13 @@ $(AZUREML_SERVER)/bin/azmlinfsrv: deploy/azureml/server_env.py | $(BIN)/.install
 
 test: install test-deps $(BIN)/helm $(AZUREML_SERVER)/bin/azmlinfsrv ## Lint and run the test suite
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=25
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 # The quick loop before a commit: code, data and docs tests, no server started, no model trained
 # on the whole sample (tests/README.md says what each tier holds and where the time goes).
 test-fast: install ## Lint and run the quick tiers (code, data, docs; under 3 minutes)
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest -n 2 --dist loadgroup -m "not slow and not postgres and not redis" --durations=10 \
+	$(BIN)/pytest -n 2 --dist loadfile -m "not slow and not postgres and not redis" --durations=10 \
 		tests/code tests/data tests/docs
 
 lint: install ## Lint only

@@ -79,9 +79,9 @@ def _processes_left_running(skip_children: bool = False) -> dict[int, str]:
 
 # The longest test files, longest first (pytest's --durations, summed per file). pytest-xdist
 # hands whole files (and the files of the `served` registry as one unit) to the two workers in
-# collection order (make test: --dist loadgroup --no-loadscope-reorder), so the long ones start
-# at once and the short ones fill in at the end; a file missing here runs after these, in its
-# usual order. See tests/README.md.
+# collection order (make test: -n 2 --no-loadscope-reorder), so the long ones start at once
+# and the short ones fill in at the end; a file missing here runs after these, in its usual
+# order. See tests/README.md.
 SLOWEST_FILES = (
     # the files over the `served` registry, one unit of work (the longest): it starts first
     "tests/serving/test_fuzz_api.py",
@@ -107,27 +107,66 @@ SLOWEST_FILES = (
 )
 
 
+# The files over the `served` registry (tests/serving/conftest.py): one unit of work, so one
+# worker trains it once. Collection fails when a file using `served` is missing here.
+SERVED_FILES = frozenset(
+    {
+        "tests/serving/test_ab_testing.py",
+        "tests/serving/test_api.py",
+        "tests/serving/test_azureml_score.py",
+        "tests/serving/test_deploy_azureml.py",
+        "tests/serving/test_drift.py",
+        "tests/serving/test_faults.py",
+        "tests/serving/test_fuzz_api.py",
+        "tests/serving/test_prediction_log_postgres.py",
+        "tests/serving/test_prediction_queue.py",
+        "tests/serving/test_prometheus.py",
+        "tests/serving/test_recovery.py",
+        "tests/serving/test_remote_predictor.py",
+        "tests/serving/test_security.py",
+        "tests/serving/test_server.py",
+        "tests/serving/test_shared_photos.py",
+        "tests/serving/test_similarity.py",
+        "tests/serving/test_text_search.py",
+        "tests/serving/test_tls_and_secrets.py",
+        "tests/serving/test_ui_apptest.py",
+        "tests/serving/test_ui_browser.py",
+    }
+)
+
+
 def _file(item: pytest.Item) -> str:
     return item.nodeid.split("::", 1)[0]
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest files first (a stable sort: each file keeps its own order). Each file is one
-    unit of work for pytest-xdist (``--dist loadgroup``), except that every file using the
-    ``served`` registry runs on one worker, which trains it once. A test that uses a
+    """Longest files first (a stable sort: each file keeps its own order); a test that uses a
     PostgreSQL or Redis server is marked so (``-m "not postgres"``, ``-m "not redis"``)."""
     rank = {path: i for i, path in enumerate(SLOWEST_FILES)}
     items.sort(key=lambda item: rank.get(_file(item), len(rank)))
-    serving = {_file(item) for item in items if "served" in getattr(item, "fixturenames", ())}
+    uses = {_file(item) for item in items if "served" in getattr(item, "fixturenames", ())}
+    if missing := uses - SERVED_FILES:
+        raise pytest.UsageError(f"add to SERVED_FILES in tests/conftest.py: {sorted(missing)}")
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
-        group = "served" if _file(item) in serving else _file(item)
-        item.add_marker(pytest.mark.xdist_group(group))
         if "postgres_url" in fixtures:
             item.add_marker(pytest.mark.postgres)
         if "redis_server" in fixtures:
             item.add_marker(pytest.mark.redis)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201
+    """Each test file is one unit of work for a pytest-xdist worker, and the files over the
+    ``served`` registry together are one; units go out in collection order (make test:
+    ``--no-loadscope-reorder``), the longest first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndServed(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "served" if path in SERVED_FILES else path
+
+    return FilesAndServed(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:
