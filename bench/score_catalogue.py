@@ -10,10 +10,10 @@ Usage: .venv/bin/python bench/score_catalogue.py [--model URI] [--data-dir DIR]
     --chunk-size  products per chunk (the command's default when not given)
 Runs the real command in a child process, into a fresh file, and prints: the products scored,
 the wall time of the whole command (model load included) and of its scoring alone (from the
-first chunk's progress to the end: what grows with the catalogue), products per second, the
+first chunk's file to the end: what grows with the catalogue), products per second, the
 extrapolation of the scoring to the 84,916 products of the full training CSV, and the child's
-peak resident memory (getrusage's ru_maxrss of the child). The same peak on a small and a
-large part is what bounded memory looks like.
+peak resident memory (getrusage's ru_maxrss of the child) and its resident memory as each
+chunk's file appears: a trace that levels off, whatever the part's size, is bounded memory.
 """
 
 from __future__ import annotations
@@ -47,15 +47,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "scores.csv"
         work = out.with_name(out.name + ".partial")  # where the command keeps finished chunks
+        log = Path(tmp) / "stderr.log"  # a file, not a pipe: a full pipe would block the child
         start = time.perf_counter()
-        child = subprocess.Popen([*command, "--out", str(out)], stderr=subprocess.PIPE, text=True)
-        first = None  # when the first chunk's file appeared
-        while child.poll() is None:
-            if first is None and next(work.glob("part-*.parquet"), None) is not None:
-                first = time.perf_counter()
-            time.sleep(0.02)
+        with log.open("w") as err:
+            child = subprocess.Popen([*command, "--out", str(out)], stderr=err)
+            first = None  # when the first chunk's file appeared
+            resident: list[int] = []  # the child's resident MiB as each chunk's file appears
+            while child.poll() is None:
+                parts = sum(1 for _ in work.glob("part-*.parquet"))
+                if parts > len(resident):
+                    first = first or time.perf_counter()
+                    resident += [resident_mib(child.pid)] * (parts - len(resident))
+                time.sleep(0.02)
         total = time.perf_counter() - start
-        said = child.stderr.read() if child.stderr else ""
+        said = log.read_text()
         if child.returncode != 0:
             sys.exit(f"prodclass predict exited {child.returncode}:\n{said}")
         print(said.strip())
@@ -72,6 +77,20 @@ def main() -> None:
     print(f"products/second: {rate:.1f}")
     print(f"extrapolated to {FULL_CATALOGUE:,} products: {FULL_CATALOGUE / rate / 60:.1f} min")
     print(f"peak resident memory of the command: {peak_mib:.0f} MiB")
+    if resident:
+        trace = ", ".join(f"{m}" for m in resident)
+        print(f"resident MiB after each chunk ({len(resident)} chunks): {trace}")
+
+
+def resident_mib(pid: int) -> int:
+    """The process's resident memory now (Linux: VmRSS of /proc/PID/status), 0 if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
 
 
 if __name__ == "__main__":
