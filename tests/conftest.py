@@ -155,6 +155,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.redis)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: unknown under -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201
     """Each test file is one unit of work for a pytest-xdist worker, and the files over the
     ``served`` registry together are one; units go out in collection order (make test:
